@@ -1,0 +1,42 @@
+"""`python -m bigtrain [overrides]`: compose the config with Hydra and run the chosen task.
+
+A BigtrainError (bad config, bad data) prints one line and exits with status 2; in a multirun sweep it is
+re-raised instead so Hydra marks that point failed and carries on with the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from bigtrain.config import register_configs
+from bigtrain.errors import BigtrainError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    from bigtrain.tasks import run_task
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        return run_task(cfg, run_dir)
+    except BigtrainError as e:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # Hydra made it; a refused run leaves nothing behind
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Typed schemas for every config group.
+
+The top-level `BigtrainConfig` is registered in Hydra's ConfigStore as `base_config` and is the first entry of
+`conf/config.yaml`'s defaults list, so every group file merges into a typed node: a typo such as
+`model.n_layr=3` or a string where an int belongs fails at compose time with Hydra's own message.
+
+Names follow the field: nanoGPT's `n_layer`/`n_head`/`n_embd`/`block_size`/`vocab_size`, litgpt's
+`global_batch_size`/`micro_batch_size`, DeepSpeed's key names where a value maps 1:1 onto its config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    # Per-head width. None means n_embd // n_head; GPT-3 13B's table lists d_model=5140 with 40 heads of 128.
+    head_dim: int | None = None
+    block_size: int = 256
+    vocab_size: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    # Recompute each block's activations in the backward pass (trades ~33% more compute for memory).
+    activation_checkpointing: bool = False
+    # The parameter count the source publishes, and where it comes from: tests hold the model to it.
+    published_n_params: int | None = None
+    source: str = ""
+
+
+@dataclass
+class ParallelismConfig:
+    # single | ddp (later: fsdp, deepspeed, tp, pipeline)
+    name: str = "single"
+    # torch.distributed backend; None picks gloo on CPU and nccl on GPU.
+    process_group_backend: str | None = None
+    # Tensor- and pipeline-parallel degrees. The planner reads them; data-parallel size = world / (tp * pp).
+    tp: int = 1
+    pp: int = 1
+
+
+@dataclass
+class ZeroConfig:
+    # DeepSpeed ZeRO stage: 0 (plain DP), 1 (optimizer states), 2 (+ gradients), 3 (+ parameters).
+    stage: int = 0
+    # DeepSpeed's bucket sizes, in elements.
+    reduce_bucket_size: int = 200_000_000
+    allgather_bucket_size: int = 200_000_000
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+
+
+@dataclass
+class OffloadConfig:
+    # none | cpu (optimizer states) | cpu-params (optimizer states + parameters) | nvme (both, ZeRO-Infinity)
+    name: str = "none"
+    optimizer: str = "none"  # none | cpu | nvme: DeepSpeed's offload_optimizer.device
+    params: str = "none"  # none | cpu | nvme: DeepSpeed's offload_param.device
+    nvme_path: str | None = None
+    pin_memory: bool = True
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "cpu"
+    accelerator: str = "cpu"  # cpu | gpu
+    devices: int = 1  # per node; on CPU each device is one process
+    nodes: int = 1
+    device_memory_gib: float = 16.0
+    # Peak dense matrix throughput per device, from the vendor's datasheet.
+    peak_tflops_bf16: float = 0.5
+    peak_tflops_fp16: float = 0.5
+    peak_tflops_fp32: float = 0.5
+    host_memory_gib: float = 16.0  # per node
+    # Per-device bandwidth for collectives, GB/s: within a node (NVLink) and between nodes (InfiniBand share).
+    intra_node_bandwidth_gbps: float = 10.0
+    inter_node_bandwidth_gbps: float = 1.0
+    price_per_device_hour: float = 0.05  # USD, on-demand list price
+    precision: str = "32-true"  # the default training precision on this hardware
+    cpus_per_device: int = 1  # for the SLURM launcher
+
+
+@dataclass
+class DataConfig:
+    name: str = "stdlib"
+    # "stdlib" (this interpreter's standard-library source, offline everywhere) or a path to a text file / folder.
+    source: str = "stdlib"
+    tokenizer: str = "byte"  # byte | bpe | gpt2
+    bpe_vocab_size: int = 4096
+    # Local folder with GPT-2's vocab.bpe + encoder.json (tokenizer=gpt2); None uses tiktoken's cache.
+    tokenizer_path: str | None = None
+    val_fraction: float = 0.05
+    # Cap on corpus bytes read (None: all of it).
+    max_bytes: int | None = None
+    # Where prepared token files go; one sub-folder per (source, tokenizer) fingerprint.
+    cache_dir: str = "${oc.env:BIGTRAIN_DATA_DIR,${oc.env:HOME,.}/.cache/bigtrain/data}"
+    # A prepared dataset folder (from task=prepare) to train on as is; None prepares `source` into cache_dir.
+    prepared_dir: str | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    # Applied to matrices only: biases, LayerNorm and embeddings-as-vectors are exempt (GPT-2/3 practice).
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    decay: str = "cosine"  # cosine | constant
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    fused: bool | None = None  # None: fused AdamW on GPU, foreach on CPU
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"  # csv | tensorboard | wandb
+    project: str = "bigtrain"
+    run_name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"  # wandb: offline | online | disabled
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 500
+    val_check_interval: int = 100  # optimizer steps between validations
+    val_batches: int = 8  # micro-batches per rank in each validation
+    global_batch_size: int = 16  # sequences per optimizer step, across all data-parallel ranks
+    micro_batch_size: int = 16  # sequences per forward pass per rank
+    precision: str = "${hardware.precision}"
+    seed: int = 1337
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 250
+    progress: bool = True
+    sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
+    sample_prompt: str = "def "
+
+
+@dataclass
+class BigtrainConfig:
+    task: str = "train"  # a module of bigtrain/tasks: train, prepare, ...
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    zero: ZeroConfig = field(default_factory=ZeroConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Free-form notes a recipe carries (its expected result); not read by code.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=BigtrainConfig)

@@ -1,0 +1,207 @@
+"""Cross-group rules, checked in one step before anything heavy runs.
+
+Each broken rule becomes one phrase naming the values involved and what would be valid; all of them are joined
+into one ConfigError line. `derived` sizes (world, data-parallel, accumulation) are computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from bigtrain.data.tokenizer import TOKENIZERS
+from bigtrain.errors import ConfigError
+
+
+def _task_names() -> tuple[str, ...]:
+    """Every module of bigtrain/tasks is a task (`task=NAME` runs bigtrain.tasks.NAME.run)."""
+    import pkgutil
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "tasks"
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_")))
+
+
+TASKS = _task_names()
+PARALLELISMS = ("single", "ddp")
+SHARDED_PARALLELISMS: tuple[str, ...] = ()  # strategies that implement zero stages and offload
+OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
+LOGGERS = ("csv", "tensorboard", "wandb")
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+ACCELERATORS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    world: int  # processes = devices per node x nodes
+    dp: int  # data-parallel replicas = world / (tp x pp)
+    accumulate: int  # micro-batches per rank per optimizer step
+
+
+def sizes(cfg) -> Sizes:
+    world = cfg.hardware.devices * cfg.hardware.nodes if cfg.parallelism.name != "single" else 1
+    dp = max(world // max(cfg.parallelism.tp * cfg.parallelism.pp, 1), 1)
+    accumulate = max(cfg.trainer.global_batch_size // max(cfg.trainer.micro_batch_size * dp, 1), 1)
+    return Sizes(world, dp, accumulate)
+
+
+def _positive(problems: list[str], **values) -> None:
+    for key, value in values.items():
+        if value is None or value <= 0:
+            problems.append(f"{key}={value} must be a positive number")
+
+
+def _batch_problems(cfg, s: Sizes) -> list[str]:
+    g, m = cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size
+    if g <= 0 or m <= 0:
+        return []
+    if g % (m * s.dp) == 0:
+        return []
+    unit = m * s.dp
+    near = sorted({max(unit, g // unit * unit), (g // unit + 1) * unit})
+    divisors = [d for d in range(1, g + 1) if g % (d * s.dp) == 0]
+    return [
+        f"trainer.global_batch_size={g} is not divisible by trainer.micro_batch_size={m} x data-parallel size {s.dp} "
+        f"(= {unit}); valid global sizes near it: {' or '.join(map(str, near))}"
+        + (f"; valid micro sizes for {g}: {', '.join(map(str, divisors[-6:]))}" if divisors else "")
+    ]
+
+
+def problems_of(cfg) -> list[str]:
+    """Every broken rule of the composed config, as phrases (empty when valid)."""
+    p: list[str] = []
+    m, par, hw, tr = cfg.model, cfg.parallelism, cfg.hardware, cfg.trainer
+
+    if cfg.task not in TASKS:
+        p.append(f"task={cfg.task} is unknown; valid: {', '.join(TASKS)}")
+
+    _positive(p, **{f"model.{k}": m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")})
+    if m.head_dim is None and m.n_head > 0 and m.n_embd % m.n_head != 0:
+        divisors = [h for h in range(1, min(m.n_embd, 128) + 1) if m.n_embd % h == 0]
+        p.append(
+            f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; valid n_head for it: "
+            f"{', '.join(map(str, divisors[-8:]))} (or set model.head_dim)"
+        )
+    if m.head_dim is not None and m.head_dim <= 0:
+        p.append(f"model.head_dim={m.head_dim} must be positive or null")
+    if not 0.0 <= m.dropout < 1.0:
+        p.append(f"model.dropout={m.dropout} must be in [0, 1)")
+
+    if par.name not in PARALLELISMS:
+        p.append(f"parallelism={par.name} is unknown; valid: {', '.join(PARALLELISMS)}")
+    if hw.accelerator not in ACCELERATORS:
+        p.append(f"hardware.accelerator={hw.accelerator} is unknown; valid: {', '.join(ACCELERATORS)}")
+    _positive(p, **{"hardware.devices": hw.devices, "hardware.nodes": hw.nodes})
+    _positive(p, **{"parallelism.tp": par.tp, "parallelism.pp": par.pp})
+    if par.name == "single" and hw.devices * hw.nodes > 1:
+        p.append(
+            f"parallelism=single runs one process but hardware.devices={hw.devices} x hardware.nodes={hw.nodes} "
+            f"= {hw.devices * hw.nodes}; use parallelism=ddp, or hardware.devices=1 hardware.nodes=1"
+        )
+    s = sizes(cfg)
+    if par.tp > 0 and par.pp > 0 and s.world % (par.tp * par.pp) != 0:
+        p.append(
+            f"world size {s.world} (hardware.devices={hw.devices} x hardware.nodes={hw.nodes}) is not divisible by "
+            f"parallelism.tp={par.tp} x parallelism.pp={par.pp}"
+        )
+
+    if cfg.zero.stage not in (0, 1, 2, 3):
+        p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")
+    if cfg.offload.name not in OFFLOADS:
+        p.append(f"offload={cfg.offload.name} is unknown; valid: {', '.join(OFFLOADS)}")
+    if par.name not in SHARDED_PARALLELISMS:
+        if cfg.zero.stage not in (0, None):
+            p.append(
+                f"zero.stage={cfg.zero.stage} needs a sharded strategy, but parallelism={par.name}; "
+                + (f"use parallelism={' or '.join(SHARDED_PARALLELISMS)}" if SHARDED_PARALLELISMS else "use zero=0")
+            )
+        if cfg.offload.name != "none":
+            p.append(
+                f"offload={cfg.offload.name} needs a sharded strategy, but parallelism={par.name}; "
+                + (
+                    f"use parallelism={' or '.join(SHARDED_PARALLELISMS)}"
+                    if SHARDED_PARALLELISMS
+                    else "use offload=none"
+                )
+            )
+
+    _positive(
+        p,
+        **{
+            f"trainer.{k}": tr[k]
+            for k in ("max_steps", "global_batch_size", "micro_batch_size", "val_check_interval", "log_every_n_steps")
+        },
+    )
+    if tr.val_batches < 0:
+        p.append(f"trainer.val_batches={tr.val_batches} must be >= 0")
+    if tr.checkpoint_every_n_steps < 0:
+        p.append(f"trainer.checkpoint_every_n_steps={tr.checkpoint_every_n_steps} must be >= 0 (0: only at the end)")
+    p += _batch_problems(cfg, s)
+    if str(tr.precision) not in PRECISIONS:
+        p.append(f"trainer.precision={tr.precision} is unknown; valid: {', '.join(PRECISIONS)}")
+    elif hw.accelerator == "cpu" and str(tr.precision).startswith("16"):
+        p.append(f"trainer.precision={tr.precision} (fp16) is not supported on CPU; use 32-true or bf16-mixed")
+
+    o = cfg.optim
+    if o.name != "adamw":
+        p.append(f"optim={o.name} is unknown; valid: adamw")
+    _positive(p, **{"optim.lr": o.lr})
+    if not 0 <= o.min_lr <= o.lr:
+        p.append(f"optim.min_lr={o.min_lr} must be between 0 and optim.lr={o.lr}")
+    if o.warmup_steps < 0:
+        p.append(f"optim.warmup_steps={o.warmup_steps} must be >= 0")
+    if o.decay not in ("cosine", "constant"):
+        p.append(f"optim.decay={o.decay} is unknown; valid: cosine, constant")
+    if o.grad_clip < 0:
+        p.append(f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
+
+    if cfg.data.tokenizer not in TOKENIZERS:
+        p.append(f"data.tokenizer={cfg.data.tokenizer} is unknown; valid: {', '.join(TOKENIZERS)}")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        p.append(f"data.val_fraction={cfg.data.val_fraction} must be between 0 and 1 (exclusive)")
+    if cfg.data.prepared_dir is not None and not os.path.isfile(os.path.join(cfg.data.prepared_dir, "meta.json")):
+        p.append(
+            f"data.prepared_dir={cfg.data.prepared_dir} is not a prepared dataset (no meta.json there); "
+            f"run `python -m bigtrain task=prepare` or leave data.prepared_dir unset"
+        )
+    if cfg.logger.name not in LOGGERS:
+        p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
+    return p
+
+
+def local_device_problems(cfg) -> list[str]:
+    """Rules that only matter when launching on this machine: enough devices here for one node's processes."""
+    hw = cfg.hardware
+    if cfg.parallelism.name == "single" or hw.devices <= 0:
+        return []
+    if hw.accelerator == "gpu":
+        import torch
+
+        have = torch.cuda.device_count()
+        if hw.devices > have:
+            return [
+                f"hardware.devices={hw.devices} GPUs per node but this machine has {have}; "
+                f"use hardware.devices<={have}" + (" or hardware=cpu" if have == 0 else "")
+            ]
+    else:
+        have = os.cpu_count() or 1
+        if hw.devices > have:
+            return [
+                f"hardware.devices={hw.devices} CPU processes but this machine has {have} cores; use hardware.devices<={have}"
+            ]
+    return []
+
+
+def validate(cfg, launching: bool = False) -> Sizes:
+    """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
+    problems = problems_of(cfg)
+    if launching and not problems:
+        problems = local_device_problems(cfg)
+        if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
+            import torch
+
+            if not torch.cuda.is_available():
+                problems = ["hardware.accelerator=gpu but this machine has no CUDA device; use hardware=cpu"]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return sizes(cfg)

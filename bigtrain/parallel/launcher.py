@@ -1,0 +1,46 @@
+"""Starting the other local ranks without re-running Hydra.
+
+Lightning's subprocess launcher re-runs `sys.argv` for ranks 1..N-1, and under Hydra appends
+`hydra.run.dir=...`. That breaks twice: a multirun (`-m`) child would launch a whole sweep of its own, and the run
+directory it passes is the single-run one, not the sweep point's (the Hydra + DDP trap: one output directory per
+rank). bigtrain's children instead run `python -m bigtrain.worker RUN_DIR`, which reads the resolved config rank 0
+already wrote there. Everything else (environment, ports, process observer) is Lightning's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+
+class RunDirLauncher(_SubprocessScriptLauncher):
+    def __init__(self, cluster_environment, num_processes: int, num_nodes: int, run_dir: Path):
+        super().__init__(cluster_environment, num_processes, num_nodes)
+        self.run_dir = Path(run_dir)
+
+    def _call_children_scripts(self) -> None:
+        self._check_can_spawn_children()
+        self.procs = []
+        env = self.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        os.environ["NODE_RANK"] = str(env.node_rank())
+        os.environ["LOCAL_RANK"] = str(env.local_rank())
+        os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
+        for local_rank in range(1, self.num_processes):
+            child_env = os.environ.copy()
+            child_env["LOCAL_RANK"] = str(local_rank)
+            command = [sys.executable, "-m", "bigtrain.worker", str(self.run_dir.resolve())]
+            self.procs.append(subprocess.Popen(command, env=child_env))
+
+
+def configure_run_dir_launcher(strategy, run_dir: Path) -> None:
+    """Give a DDP-family strategy (DDP, DeepSpeed, FSDP) bigtrain's launcher instead of Lightning's default."""
+    if getattr(strategy, "_start_method", "popen") == "popen" and strategy.cluster_environment is not None:
+        strategy._launcher = RunDirLauncher(
+            strategy.cluster_environment, strategy.num_processes, strategy.num_nodes, run_dir
+        )

@@ -1,0 +1,173 @@
+"""`task=train`: validate -> data -> record the config -> build -> fit -> sample -> summary.
+
+`run` is rank zero's front door (under Hydra); `fit` is what every rank executes, rank zero from `run` and the
+other local ranks from `bigtrain.worker`, which reads the config `run` recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from bigtrain.config import sizes, validate
+from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
+from bigtrain.errors import DataError
+
+CONFIG_FILE = "config.yaml"
+
+
+def prepared_data(cfg, progress: bool = True) -> Path:
+    """The prepared dataset for cfg.data, after checking it suits the model (vocabulary, one block)."""
+    folder = Path(cfg.data.prepared_dir) if cfg.data.prepared_dir else prepare(cfg.data, progress=progress)
+    meta = read_meta(folder)
+    if meta["vocab_size"] > cfg.model.vocab_size:
+        raise DataError(
+            f"the {meta['tokenizer']} tokenizer has {meta['vocab_size']} tokens but model.vocab_size="
+            f"{cfg.model.vocab_size}; set model.vocab_size>={meta['vocab_size']}"
+        )
+    check_block_fits(meta, cfg.model.block_size, folder)
+    return folder
+
+
+def save_run_config(cfg, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def run(cfg, run_dir: Path) -> dict:
+    started = time.perf_counter()
+    validate(cfg, launching=True)
+    cfg.data.prepared_dir = str(prepared_data(cfg))
+    save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
+    return fit(cfg, run_dir, started=started)
+
+
+def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+    from bigtrain.data import GPTDataModule
+    from bigtrain.parallel import build_strategy
+    from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
+    from bigtrain.training.loggers import build_loggers
+    from bigtrain.training.module import GPTLightningModule
+    from bigtrain.training.quiet import quiet_libraries
+    from bigtrain.training.summary import print_summary, write_summary
+
+    quiet_libraries()
+    started = started if started is not None else time.perf_counter()
+    tr = cfg.trainer
+    s = sizes(cfg)
+    pl.seed_everything(tr.seed, workers=True, verbose=False)
+    tokens_per_step = tr.global_batch_size * cfg.model.block_size
+
+    datamodule = GPTDataModule(
+        cfg.data.prepared_dir,
+        cfg.model.block_size,
+        tr.micro_batch_size,
+        s.accumulate,
+        tr.val_batches,
+        tr.seed,
+        cfg.data.num_workers,
+    )
+    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
+    bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
+    callbacks: list[pl.Callback] = [
+        bookends,
+        throughput,
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step-{step:07d}",
+            every_n_train_steps=tr.checkpoint_every_n_steps or tr.max_steps,
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        ),
+    ]
+    if tr.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    trainer = pl.Trainer(
+        accelerator=cfg.hardware.accelerator,
+        devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
+        num_nodes=1 if cfg.parallelism.name == "single" else cfg.hardware.nodes,
+        strategy=build_strategy(cfg, run_dir),
+        precision=tr.precision,
+        max_steps=tr.max_steps,
+        accumulate_grad_batches=s.accumulate,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        val_check_interval=tr.val_check_interval * s.accumulate,  # Lightning counts micro-batches here
+        check_val_every_n_epoch=None,
+        limit_val_batches=tr.val_batches,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the DataModule shards by rank itself (deterministic, resumable)
+        logger=build_loggers(cfg, run_dir),
+        callbacks=callbacks,
+        log_every_n_steps=tr.log_every_n_steps,
+        enable_progress_bar=tr.progress,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+    )
+    fit_started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_wall = time.perf_counter() - fit_started
+    peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
+    if not trainer.is_global_zero:
+        return {}
+
+    sample = write_sample(cfg, module, run_dir)
+    first = bookends.first[1] if bookends.first else None
+    final = bookends.final[1] if bookends.final else None
+    summary = {
+        "run_dir": str(run_dir),
+        "model": cfg.model.name,
+        "n_params": module.model.num_params(),
+        "parallelism": cfg.parallelism.name,
+        "world_size": trainer.world_size,
+        "precision": str(tr.precision),
+        "global_batch_size": tr.global_batch_size,
+        "micro_batch_size": tr.micro_batch_size,
+        "accumulate": s.accumulate,
+        "steps": trainer.global_step,
+        "tokens": trainer.global_step * tokens_per_step,
+        "first_val_loss": first,
+        "final_val_loss": final,
+        "val_loss_drop": (1 - final / first) if first and final else None,
+        "tokens_per_s": throughput.tokens_per_s,
+        "peak_memory_bytes": peak,
+        "wall_s": fit_wall,
+        "total_wall_s": time.perf_counter() - started,
+        "val_history": module.val_history,
+        "sample": sample,
+    }
+    write_summary(run_dir, summary)
+    print_summary(summary)
+    if sample:
+        print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---\n{sample}\n---")
+    return summary
+
+
+def write_sample(cfg, module, run_dir: Path) -> str | None:
+    """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt."""
+    n = cfg.trainer.sample_tokens
+    if n <= 0:
+        return None
+    folder = Path(cfg.data.prepared_dir)
+    tokenizer = load_tokenizer(read_meta(folder), folder)
+    prompt = torch.tensor(tokenizer.encode(cfg.trainer.sample_prompt), dtype=torch.long)[None].to(module.device)
+    generator = torch.Generator(device=module.device).manual_seed(cfg.trainer.seed)
+    module.model.eval()
+    out = module.model.generate(prompt, n, temperature=0.8, top_k=40, generator=generator)
+    text = tokenizer.decode(out[0].tolist())
+    (run_dir / "sample.txt").write_text(text)
+    return text
+
+
+def is_worker() -> bool:
+    """True in the extra local ranks that bigtrain.worker started."""
+    return int(os.environ.get("LOCAL_RANK", "0")) != 0

@@ -1,0 +1,93 @@
+"""Callbacks: validation loss at the run's two ends, throughput, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+def _log(trainer: pl.Trainer, metrics: dict, step: int) -> None:
+    for logger in trainer.loggers:  # loggers write on rank zero only
+        logger.log_metrics(metrics, step=step)
+
+
+class ValidationBookends(pl.Callback):
+    """Validation loss before the first step and after the last, so every run reports where it started and ended
+    (Lightning's own loop validates every val_check_interval steps in between)."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, float] | None = None
+        self.final: tuple[int, float] | None = None
+
+    def _evaluate(self, trainer: pl.Trainer, module) -> float:
+        return module.evaluate(trainer.datamodule.val_dataloader())
+
+    def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        if trainer.global_step == 0 and trainer.limit_val_batches != 0:
+            loss = self._evaluate(trainer, module)
+            self.first = (0, loss)
+            module.val_history.append(self.first)
+            _log(trainer, {"val/loss": loss, "val/ppl": float(torch.exp(torch.tensor(loss)))}, step=0)
+
+    def on_train_end(self, trainer: pl.Trainer, module) -> None:
+        if trainer.limit_val_batches == 0:
+            return
+        if module.val_history and module.val_history[-1][0] == trainer.global_step:
+            self.final = module.val_history[-1]
+            return
+        loss = self._evaluate(trainer, module)
+        self.final = (trainer.global_step, loss)
+        module.val_history.append(self.final)
+        _log(trainer, {"val/loss": loss, "val/ppl": float(torch.exp(torch.tensor(loss)))}, step=trainer.global_step)
+
+
+class Throughput(pl.Callback):
+    """Training tokens/s across all ranks, timed per optimizer step with validation time excluded.
+
+    The first step (graph warm-up, allocator growth) is left out of the run's mean."""
+
+    def __init__(self, tokens_per_step: int, window: int = 10) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.window = window
+        self.step_times: list[float] = []
+        self._last: float | None = None
+        self._paused_at: float | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self._last = time.perf_counter()
+
+    def on_validation_start(self, trainer, module) -> None:
+        self._paused_at = time.perf_counter()
+
+    def on_validation_end(self, trainer, module) -> None:
+        if self._paused_at is not None and self._last is not None:
+            self._last += time.perf_counter() - self._paused_at
+        self._paused_at = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+            return
+        now = time.perf_counter()
+        if self._last is not None:
+            self.step_times.append(now - self._last)
+        self._last = now
+        recent = self.step_times[-self.window :]
+        if trainer.global_step % trainer.log_every_n_steps == 0 and recent:
+            module.log("perf/tokens_per_s", self.tokens_per_step * len(recent) / sum(recent), rank_zero_only=True)
+
+    @property
+    def tokens_per_s(self) -> float:
+        times = self.step_times[1:] or self.step_times
+        return self.tokens_per_step * len(times) / sum(times) if times else 0.0
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak device memory of this process: allocated CUDA memory on GPU, resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
