@@ -55,7 +55,7 @@ class GPTLightningModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self.trainer.callback_metrics.get("val/loss")
         if loss is not None and not self.trainer.sanity_checking:
-            self.log("val/ppl", torch.exp(loss), sync_dist=False)
+            self.log("val/ppl", torch.exp(loss), sync_dist=True)
             self.val_history.append((self.global_step, float(loss)))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
