@@ -15,9 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bigtrain.config import register_configs
+from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
 from bigtrain.errors import BigtrainError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_configs()
 
 
@@ -39,4 +39,5 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_numeric_group_choices(sys.argv[1:])
     main()

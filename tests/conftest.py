@@ -52,10 +52,11 @@ def compose(*overrides: str):
     from hydra import initialize_config_dir
 
     from bigtrain.config import register_configs
+    from bigtrain.config.cli import quote_numeric_group_choices
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+        return hydra_compose("config", overrides=quote_numeric_group_choices(list(overrides)))
 
 
 def run_bigtrain(*overrides: str, run_dir: Path | None = None, timeout: float = 600, env: dict | None = None):
@@ -78,4 +79,6 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
