@@ -96,5 +96,5 @@ def test_activation_checkpointing_gives_same_gradients():
     x = torch.randint(0, 32, (2, 8))
     for m in (plain, ckpt):
         m(x, x)[1].backward()
-    for p, q in zip(plain.parameters(), ckpt.parameters()):
+    for p, q in zip(plain.parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
