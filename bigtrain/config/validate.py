@@ -77,10 +77,11 @@ def problems_of(cfg) -> list[str]:
 
     _positive(p, **{f"model.{k}": m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")})
     if m.head_dim is None and m.n_head > 0 and m.n_embd % m.n_head != 0:
-        divisors = [h for h in range(1, min(m.n_embd, 128) + 1) if m.n_embd % h == 0]
+        divisors = [h for h in range(1, m.n_embd + 1) if m.n_embd % h == 0]
+        nearest = sorted(sorted(divisors, key=lambda h: abs(h - m.n_head))[:6])
         p.append(
-            f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; valid n_head for it: "
-            f"{', '.join(map(str, divisors[-8:]))} (or set model.head_dim)"
+            f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; valid n_head near it: "
+            f"{', '.join(map(str, nearest))} (or set model.head_dim)"
         )
     if m.head_dim is not None and m.head_dim <= 0:
         p.append(f"model.head_dim={m.head_dim} must be positive or null")

@@ -10,7 +10,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from bigtrain.config import sizes, validate
@@ -50,9 +49,10 @@ def run(cfg, run_dir: Path) -> dict:
 
 def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     import pytorch_lightning as pl
+    import torch
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
-    from bigtrain.data import GPTDataModule
+    from bigtrain.data.datamodule import GPTDataModule
     from bigtrain.parallel import build_strategy
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
     from bigtrain.training.loggers import build_loggers
@@ -117,6 +117,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     trainer.fit(module, datamodule=datamodule)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
+    replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
     if not trainer.is_global_zero:
         return {}
 
@@ -140,6 +141,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "peak_memory_bytes": peak,
+        "replicas_identical": replicas_identical,
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
@@ -152,8 +154,20 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     return summary
 
 
+def replicas_agree(trainer, module) -> bool:
+    """Whether every data-parallel replica ends with bit-identical weights (DDP's promise), by gathering a
+    per-parameter float64 checksum from each rank."""
+    import torch
+
+    checksum = torch.stack([p.detach().double().sum() + (p.detach().double() ** 2).sum() for p in module.parameters()])
+    gathered = trainer.strategy.all_gather(checksum)  # (world, n_params)
+    return bool((gathered == gathered[0]).all())
+
+
 def write_sample(cfg, module, run_dir: Path) -> str | None:
     """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt."""
+    import torch
+
     n = cfg.trainer.sample_tokens
     if n <= 0:
         return None
