@@ -142,6 +142,8 @@ class TrainerConfig:
     seed: int = 1337
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 250
+    keep_last: int = 3  # newest step checkpoints kept (last.ckpt links the newest)
+    on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     progress: bool = True
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
@@ -150,6 +152,9 @@ class TrainerConfig:
 @dataclass
 class BigtrainConfig:
     task: str = "train"  # a module of bigtrain/tasks: train, prepare, ...
+    # auto: continue from the newest good checkpoint in this run directory (set hydra.run.dir), or start fresh;
+    # a path: that checkpoint file, or the newest good one of that run directory.
+    resume: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
     zero: ZeroConfig = field(default_factory=ZeroConfig)

@@ -165,9 +165,48 @@ def problems_of(cfg) -> list[str]:
             f"data.prepared_dir={cfg.data.prepared_dir} is not a prepared dataset (no meta.json there); "
             f"run `python -m bigtrain task=prepare` or leave data.prepared_dir unset"
         )
+    if tr.keep_last < 1:
+        p.append(f"trainer.keep_last={tr.keep_last} must be >= 1")
+    if tr.on_nonfinite not in ("stop", "skip"):
+        p.append(f"trainer.on_nonfinite={tr.on_nonfinite} is unknown; valid: stop, skip")
+    p += _target_problems(cfg)
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
     return p
+
+
+# Modules whose classes a config may name in `_target_` (Hydra's instantiate executes whatever it names).
+TARGET_ALLOW = (
+    "bigtrain.",
+    "hydra.",
+    "hydra_plugins.",
+    "pytorch_lightning.",
+    "lightning.",
+    "torch.optim.",
+    "submitit.",
+)
+
+
+def _target_problems(cfg) -> list[str]:
+    from omegaconf import OmegaConf
+
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "_target_" and not str(value).startswith(TARGET_ALLOW):
+                    found.append(
+                        f"{where}={value} is not allowed; _target_ may only name classes under {', '.join(TARGET_ALLOW)}"
+                    )
+                walk(value, where)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    return found
 
 
 def local_device_problems(cfg) -> list[str]:

@@ -33,15 +33,31 @@ def prepared_data(cfg, progress: bool = True) -> Path:
 
 
 def save_run_config(cfg, run_dir: Path) -> Path:
+    """Write the resolved config (secrets redacted). A different config already there (a resumed run with changed
+    overrides) is kept as config.N.yaml: nothing written earlier is lost."""
+    from bigtrain.config.secrets import redact
+
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    text = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
+    if path.is_file() and path.read_text() != text:
+        n = 1
+        while (run_dir / f"config.{n}.yaml").exists():
+            n += 1
+        path.rename(run_dir / f"config.{n}.yaml")
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    from bigtrain.training.checkpointing import find_resume_checkpoint
+
+    checkpoint = find_resume_checkpoint(cfg.resume, run_dir)
+    cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     return fit(cfg, run_dir, started=started)
@@ -50,14 +66,17 @@ def run(cfg, run_dir: Path) -> dict:
 def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    from pytorch_lightning.callbacks import RichProgressBar
 
     from bigtrain.data.datamodule import GPTDataModule
     from bigtrain.parallel import build_strategy
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
+    from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
+    from bigtrain.training.guards import NonFiniteGuard
     from bigtrain.training.loggers import build_loggers
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.quiet import quiet_libraries
+    from bigtrain.training.signals import GracefulStop
     from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
@@ -78,17 +97,14 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     )
     module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
     bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="step-{step:07d}",
-            every_n_train_steps=tr.checkpoint_every_n_steps or tr.max_steps,
-            save_last=True,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        ),
+        NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
+        checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
+        stop,
     ]
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
@@ -112,20 +128,23 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         enable_progress_bar=tr.progress,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()] if cfg.parallelism.name in ("single", "ddp") else None,
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
     replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
     if not trainer.is_global_zero:
         return {}
 
-    sample = write_sample(cfg, module, run_dir)
+    sample = write_sample(cfg, module, run_dir) if stop.received is None else None
     first = bookends.first[1] if bookends.first else None
     final = bookends.final[1] if bookends.final else None
     summary = {
         "run_dir": str(run_dir),
+        "status": "completed" if stop.received is None else f"stopped by {stop.received} at step {stop.stopped_at}",
+        "resumed_from": cfg.resume,
         "model": cfg.model.name,
         "n_params": module.model.num_params(),
         "parallelism": cfg.parallelism.name,

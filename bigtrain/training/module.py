@@ -7,7 +7,9 @@ It builds the GPT in `configure_model`, the hook Lightning runs inside the strat
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -68,6 +70,33 @@ class GPTLightningModule(pl.LightningModule):
             if grads:
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
                 self.log("train/grad_norm", norm, rank_zero_only=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Everything an exact resume needs beyond Lightning's own state: the validation history (so the summary
+        # still knows where the run started) and every RNG (dropout, sampling), in weights_only-loadable types.
+        np_state = np.random.get_state()
+        checkpoint["bigtrain"] = {
+            "val_history": [[int(s), float(v)] for s, v in self.val_history],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "python": random.getstate(),
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("bigtrain", {})
+        self.val_history = [(int(s), float(v)) for s, v in state.get("val_history", [])]
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
 
     def configure_optimizers(self):
         o = self.optim_cfg
