@@ -43,6 +43,10 @@ def save_run_config(cfg, run_dir: Path) -> Path:
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    if cfg.init_from:
+        from bigtrain.checkpoint_io import check_init_from
+
+        check_init_from(cfg)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     return fit(cfg, run_dir, started=started)
@@ -76,7 +80,14 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         tr.seed,
         cfg.data.num_workers,
     )
-    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
+    module = GPTLightningModule(
+        cfg.model,
+        cfg.optim,
+        tr.max_steps,
+        tokens_per_step,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        init_from=cfg.init_from,
+    )
     bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
     callbacks: list[pl.Callback] = [
         bookends,
@@ -126,6 +137,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     summary = {
         "run_dir": str(run_dir),
         "model": cfg.model.name,
+        "init_from": cfg.init_from,
         "n_params": module.model.num_params(),
         "parallelism": cfg.parallelism.name,
         "world_size": trainer.world_size,
