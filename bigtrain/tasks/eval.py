@@ -57,7 +57,7 @@ def score(model, tokens: np.ndarray, batch_size: int, progress: bool = True) -> 
     """(summed cross-entropy in nats, number of predicted tokens) over `tokens`."""
     from rich.progress import Progress
 
-    block = model.config.block_size
+    block, device = model.config.block_size, next(model.parameters()).device
     spans = windows(len(tokens), block)
     full = [s for s, n in spans if n == block]
     tail = [(s, n) for s, n in spans if n < block]
@@ -66,13 +66,13 @@ def score(model, tokens: np.ndarray, batch_size: int, progress: bool = True) -> 
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("scoring", total=len(batches) + len(tail))
         for starts in batches:
-            chunk = torch.from_numpy(np.stack([tokens[s : s + block + 1] for s in starts]).astype(np.int64))
+            chunk = torch.from_numpy(np.stack([tokens[s : s + block + 1] for s in starts]).astype(np.int64)).to(device)
             logits, _ = model(chunk[:, :-1])
             total += float(F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(), reduction="sum"))
             count += chunk[:, 1:].numel()
             bar.advance(task)
         for s, n in tail:
-            chunk = torch.from_numpy(np.asarray(tokens[s : s + n + 1], dtype=np.int64))[None]
+            chunk = torch.from_numpy(np.asarray(tokens[s : s + n + 1], dtype=np.int64))[None].to(device)
             logits, _ = model(chunk[:, :-1])
             total += float(F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="sum"))
             count += n
@@ -94,6 +94,7 @@ def run(cfg, run_dir: Path) -> dict:
             f"{source} has token id {int(tokens.max())} >= the model's vocab_size={ckpt.gpt_config.vocab_size}"
         )
     model = load_model(ckpt)
+    model.to("cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     total, count = score(model, tokens, cfg.eval.batch_size, progress=cfg.trainer.progress)
     loss = total / count
     wall = time.perf_counter() - started

@@ -61,8 +61,13 @@ class StreamPrinter:
         self.out.flush()
         self.printed = len(text)
 
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)
+    def finish(self) -> str:
+        """Print what is still held back (a character the sample ended inside) and return the whole text."""
+        text = self.tokenizer.decode(self.ids)
+        self.out.write(text[self.printed :])
+        self.out.flush()
+        self.printed = len(text)
+        return text
 
 
 def run(cfg, run_dir: Path) -> dict:
@@ -91,7 +96,7 @@ def run(cfg, run_dir: Path) -> dict:
         ):
             printer.add(int(token[0, 0]))
             n_tokens += 1
-        samples.append(printer.text())
+        samples.append(printer.finish())
     wall = time.perf_counter() - started
     if g.stream:
         sys.stdout.write("\n")
