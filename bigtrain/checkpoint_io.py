@@ -4,6 +4,7 @@ Accepted, in the order they are recognised:
     a file                   a Lightning checkpoint (.ckpt; `last.ckpt` may be a symlink) or a bare state dict
     a Hugging Face directory config.json + model.safetensors of a GPT-2 (see bigtrain.hf_gpt2)
     a DeepSpeed directory    a sharded ZeRO checkpoint, merged on the fly (bigtrain.parallel.consolidate)
+    an FSDP directory        a sharded torch.distributed.checkpoint, merged on the fly (same module)
     a run directory          its checkpoints/last.ckpt
 The architecture comes from the checkpoint itself (the run config bigtrain stores in every checkpoint), else from
 the config.yaml of the run directory it sits in. Every failure is one BigtrainError line naming the path.
@@ -20,7 +21,7 @@ from bigtrain.errors import BigtrainError, DataError
 from bigtrain.model import GPT, GPTConfig, gpt_config_from
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
-KINDS = "a .ckpt file, a run directory, a DeepSpeed checkpoint directory or a Hugging Face GPT-2 directory"
+KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 directory"
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Checkpoint:
     """A located checkpoint: its kind, the model it describes and, for bigtrain runs, the run's config."""
 
     path: Path
-    kind: str  # lightning | deepspeed | hf
+    kind: str  # lightning | deepspeed | fsdp | hf
     gpt_config: GPTConfig
     run_config: dict = field(default_factory=dict)  # the training run's resolved config ({} for HF directories)
     state_dict: dict | None = None  # read while locating when it came for free (single files)
@@ -44,13 +45,17 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
     if p.is_file():
         return _locate_file(p, what)
     from bigtrain.hf_gpt2 import is_hf_dir, read_hf_config
-    from bigtrain.parallel.consolidate import is_deepspeed_checkpoint
+    from bigtrain.parallel import consolidate
 
     if is_hf_dir(p):
         return Checkpoint(p, "hf", read_hf_config(p))
-    if is_deepspeed_checkpoint(p):
-        run_config = _run_config_near(p) or _deepspeed_client_config(p)
-        return Checkpoint(p, "deepspeed", _gpt_config_of(run_config, p, what), run_config)
+    for kind, is_kind, client_state in (
+        ("deepspeed", consolidate.is_deepspeed_checkpoint, consolidate.deepspeed_client_state),
+        ("fsdp", consolidate.is_fsdp_checkpoint, consolidate.fsdp_client_state),
+    ):
+        if is_kind(p):
+            run_config = client_state(p).get(RUN_CONFIG_KEY) or _run_config_near(p)
+            return Checkpoint(p, kind, _gpt_config_of(run_config, p, what), run_config)
     if (p / "checkpoints" / "last.ckpt").exists():
         return locate(p / "checkpoints" / "last.ckpt", what)
     raise BigtrainError(f"{what}={path} is a directory but holds no checkpoint; pass {what}=<{KINDS}>")
@@ -126,26 +131,18 @@ def _run_config_near(p: Path) -> dict:
     return {}
 
 
-def _deepspeed_client_config(folder: Path) -> dict:
-    """Lightning saves everything but the weights as DeepSpeed client state in <tag>/mp_rank_00_model_states.pt."""
-    for f in sorted(folder.glob("*/*mp_rank_00_model_states.pt")):
-        blob = torch.load(f, map_location="cpu", weights_only=False)
-        if isinstance(blob, dict) and blob.get(RUN_CONFIG_KEY):
-            return blob[RUN_CONFIG_KEY]
-    return {}
-
-
 def _read_weights(ckpt: Checkpoint) -> dict:
     if ckpt.kind == "hf":
         from bigtrain.hf_gpt2 import read_hf_weights
 
         return read_hf_weights(ckpt.path, ckpt.gpt_config)
-    from bigtrain.parallel.consolidate import consolidated_state_dict
+    from bigtrain.parallel import consolidate
 
+    merge = consolidate.consolidated_state_dict if ckpt.kind == "deepspeed" else consolidate.fsdp_state_dict
     try:
-        return consolidated_state_dict(ckpt.path)
-    except Exception as e:  # DeepSpeed raises plain ValueError/FileNotFoundError for a partial folder
-        raise BigtrainError(f"cannot merge the DeepSpeed checkpoint {ckpt.path}: {type(e).__name__}: {e}") from None
+        return merge(ckpt.path)
+    except Exception as e:  # both raise plain ValueError/FileNotFoundError/RuntimeError for a partial folder
+        raise BigtrainError(f"cannot merge the {ckpt.kind} checkpoint {ckpt.path}: {type(e).__name__}: {e}") from None
 
 
 def _bigtrain_names(state: dict) -> dict:

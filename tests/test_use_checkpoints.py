@@ -111,7 +111,7 @@ def test_bad_input_one_line_exit_2(trained, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == [
         f"bigtrain: error: ckpt={tmp_path / 'nope.ckpt'} does not exist; pass ckpt=<a .ckpt file, "
-        "a run directory, a DeepSpeed checkpoint directory or a Hugging Face GPT-2 directory>"
+        "a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 directory>"
     ]
     assert not (tmp_path / "r").exists()
 
@@ -239,6 +239,32 @@ def test_finetune_recipe_on_other_text(trained, tmp_path):
     assert s["final_val_loss"] < s["first_val_loss"]
     # The fine-tuned checkpoint is a checkpoint like any other, and remembers where it started.
     assert locate(run_dir).run_config["init_from"] == str(trained)
+
+
+def test_fsdp_sharded_directory_is_merged(trained, tmp_path):
+    """A sharded FSDP checkpoint in Lightning's layout (torch.distributed.checkpoint files with the weights under
+    "model", meta.pt with the rest), written here with torch.distributed.checkpoint from the trained weights since
+    bigtrain has no FSDP strategy yet: it loads to the same weights and generates the same text."""
+    import torch.distributed.checkpoint as dcp
+
+    blob = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+    sharded = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    dcp.save({"model": blob.pop("state_dict")}, checkpoint_id=str(sharded), no_dist=True)
+    blob.pop("optimizer_states")
+    torch.save(blob, sharded / "meta.pt")
+    ckpt = locate(tmp_path / "run")
+    assert ckpt.kind == "fsdp" and ckpt.run_config["model"]["name"] == "nano"
+    expected = load_model(locate(trained)).state_dict()
+    assert all(torch.equal(load_model(ckpt).state_dict()[k], v) for k, v in expected.items())
+    common = ("prompt=class ", "generate.temperature=0", "generate.max_new_tokens=20", "generate.stream=false")
+    a = _run_task("generate", tmp_path / "a", f"ckpt={sharded}", *common)
+    b = _run_task("generate", tmp_path / "b", f"ckpt={trained}", *common)
+    assert a["completions"] == b["completions"]
+    (sharded / ".metadata").unlink()
+    (sharded / "latest").write_text("nope")  # now it looks like a broken DeepSpeed folder
+    (tmp_path / "run" / "config.yaml").write_text((trained / "config.yaml").read_text())
+    with pytest.raises(BigtrainError, match="cannot merge the deepspeed checkpoint"):
+        load_model(locate(sharded))
 
 
 @pytest.mark.slow
