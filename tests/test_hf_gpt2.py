@@ -106,3 +106,26 @@ def test_refuses_a_gpt2_it_cannot_reproduce(tmp_path):
     cfg.save_pretrained(tmp_path)
     with pytest.raises(BigtrainError, match="activation_function=relu"):
         read_hf_config(tmp_path)
+
+
+def test_gpt2_tokenizer_files_export_and_read_back(tmp_path):
+    """tokenizer=gpt2 exports GPT-2's encoder.json/vocab.bpe as vocab.json/merges.txt. Here a small byte-level
+    BPE trained on the spot stands in for GPT-2's files (same formats; the real ones need a download)."""
+    from bigtrain.data.tokenizer import HFTokenizer
+    from bigtrain.hf_gpt2 import read_hf_tokenizer, write_tokenizer
+
+    text = "def main(argv):\n    return sorted(set(argv), key=len)\n" * 50
+    bpe = HFTokenizer.train([text], vocab_size=300)
+    files = tmp_path / "gpt2-files"
+    files.mkdir()
+    bpe._tok.model.save(str(files))  # vocab.json + merges.txt, the formats of encoder.json + vocab.bpe
+    (files / "vocab.json").rename(files / "encoder.json")
+    (files / "merges.txt").rename(files / "vocab.bpe")
+    out = tmp_path / "hf"
+    out.mkdir()
+    written = write_tokenizer(None, {"tokenizer": "gpt2", "tokenizer_path": str(files)}, out, 64)
+    assert written == ["vocab.json", "merges.txt", "tokenizer_config.json"]
+    sample = "def main(argv):\n    return len(argv)"
+    expected = bpe.encode(sample).tolist()
+    assert read_hf_tokenizer(out).encode(sample).tolist() == expected
+    assert transformers.GPT2Tokenizer(str(out / "vocab.json"), str(out / "merges.txt"))(sample)["input_ids"] == expected
