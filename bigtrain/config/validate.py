@@ -172,6 +172,38 @@ def problems_of(cfg) -> list[str]:
     p += _target_problems(cfg)
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
+    p += _use_problems(cfg)
+    return p
+
+
+def _use_problems(cfg) -> list[str]:
+    """Rules of the tasks that use a trained model: generate, eval, export, and fine-tuning (init_from)."""
+    p: list[str] = []
+    if cfg.task in ("generate", "eval", "export") and not cfg.ckpt:
+        p.append(f"task={cfg.task} needs ckpt=<a .ckpt file, a run directory, or a checkpoint directory>")
+    if cfg.task == "generate" and (cfg.prompt is None) == (cfg.prompt_file is None):
+        p.append(
+            "task=generate needs exactly one of prompt=TEXT or prompt_file=PATH"
+            + (" (both are set)" if cfg.prompt is not None else "")
+        )
+    g = cfg.generate
+    if g.temperature < 0:
+        p.append(f"generate.temperature={g.temperature} must be >= 0 (0: greedy)")
+    if g.top_k is not None and g.top_k <= 0:
+        p.append(f"generate.top_k={g.top_k} must be a positive number or null")
+    if g.top_p is not None and not 0.0 < g.top_p <= 1.0:
+        p.append(f"generate.top_p={g.top_p} must be in (0, 1] or null")
+    if g.max_new_tokens < 0 or g.num_samples <= 0:
+        p.append(
+            f"generate.max_new_tokens={g.max_new_tokens} must be >= 0 and generate.num_samples={g.num_samples} > 0"
+        )
+    if cfg.eval.batch_size <= 0 or (cfg.eval.max_tokens is not None and cfg.eval.max_tokens <= 0):
+        p.append(f"eval.batch_size={cfg.eval.batch_size} and eval.max_tokens={cfg.eval.max_tokens} must be positive")
+    if cfg.init_from and cfg.zero.stage == 3:
+        p.append(
+            f"init_from={cfg.init_from} cannot load weights into ZeRO-3 partitioned parameters yet; "
+            f"fine-tune with zero.stage<=2"
+        )
     return p
 
 

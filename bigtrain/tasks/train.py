@@ -58,6 +58,10 @@ def run(cfg, run_dir: Path) -> dict:
 
     checkpoint = find_resume_checkpoint(cfg.resume, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
+    if cfg.init_from:
+        from bigtrain.checkpoint_io import check_init_from
+
+        check_init_from(cfg)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     return fit(cfg, run_dir, started=started)
@@ -68,6 +72,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     import torch
     from pytorch_lightning.callbacks import RichProgressBar
 
+    from bigtrain.config.secrets import redact
     from bigtrain.data.datamodule import GPTDataModule
     from bigtrain.parallel import build_strategy
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
@@ -95,7 +100,14 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         tr.seed,
         cfg.data.num_workers,
     )
-    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
+    module = GPTLightningModule(
+        cfg.model,
+        cfg.optim,
+        tr.max_steps,
+        tokens_per_step,
+        run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        init_from=cfg.init_from,
+    )
     bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
@@ -146,6 +158,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "status": "completed" if stop.received is None else f"stopped by {stop.received} at step {stop.stopped_at}",
         "resumed_from": cfg.resume,
         "model": cfg.model.name,
+        "init_from": cfg.init_from,
         "n_params": module.model.num_params(),
         "parallelism": cfg.parallelism.name,
         "world_size": trainer.world_size,

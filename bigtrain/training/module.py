@@ -27,9 +27,19 @@ def lr_at(step: int, lr: float, min_lr: float, warmup: int, max_steps: int, deca
 
 
 class GPTLightningModule(pl.LightningModule):
-    def __init__(self, model_cfg, optim_cfg, max_steps: int, tokens_per_step: int):
+    def __init__(
+        self,
+        model_cfg,
+        optim_cfg,
+        max_steps: int,
+        tokens_per_step: int,
+        run_config: dict | None = None,
+        init_from: str | None = None,
+    ):
         super().__init__()
         self.gpt_config = gpt_config_from(model_cfg)
+        self.run_config = run_config  # stored in every checkpoint, so a checkpoint file describes its own model
+        self.init_from = init_from  # a checkpoint whose weights start this run (fine-tuning)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.tokens_per_step = tokens_per_step  # global: global_batch_size x block_size
@@ -39,6 +49,17 @@ class GPTLightningModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:  # Lightning may call this more than once (e.g. on resume)
             self.model = GPT(self.gpt_config)
+            if self.init_from:
+                from bigtrain.checkpoint_io import load_model, locate
+
+                # Weights only: the optimizer, schedule and step count start fresh (train.run checked the fit).
+                self.model.load_state_dict(load_model(locate(self.init_from, "init_from")).state_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            from bigtrain.checkpoint_io import RUN_CONFIG_KEY
+
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)

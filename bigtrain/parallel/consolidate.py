@@ -1,0 +1,65 @@
+"""Sharded checkpoint directories -> one full state dict, in this process, without a process group.
+
+Two layouts, both as PyTorch Lightning writes them:
+- DeepSpeed (ZeRO 1-3): `latest` + <tag>/*model_states.pt + *optim_states.pt; merged by DeepSpeed's own
+  zero_to_fp32 (fp32 weights); everything else Lightning saved is client state in mp_rank_00_model_states.pt.
+- FSDP (state_dict_type="sharded"): torch.distributed.checkpoint files (.metadata, *.distcp) with the weights
+  under "model", and meta.pt holding everything else.
+Lives in bigtrain/parallel because it is the only place that may import deepspeed; `bigtrain.checkpoint_io` calls
+it when generate/eval/export/init_from points at such a directory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+FSDP_META = "meta.pt"  # Lightning's _METADATA_FILENAME beside the distcp files
+
+
+def is_deepspeed_checkpoint(folder: Path) -> bool:
+    return (folder / "latest").is_file() or any(folder.glob("*/*model_states.pt"))
+
+
+def is_fsdp_checkpoint(folder: Path) -> bool:
+    return (folder / ".metadata").is_file()
+
+
+def consolidated_state_dict(folder: Path, tag: str | None = None) -> dict:
+    """DeepSpeed's own zero_to_fp32 merge of every rank's shards: {parameter name: fp32 tensor}."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
+
+
+def deepspeed_client_state(folder: Path) -> dict:
+    for f in sorted(folder.glob("*/*mp_rank_00_model_states.pt")):
+        blob = torch.load(f, map_location="cpu", weights_only=False, mmap=True)  # weights stay on disk
+        if isinstance(blob, dict):
+            return blob
+    return {}
+
+
+def fsdp_state_dict(folder: Path) -> dict:
+    """The "model" entry of a torch.distributed.checkpoint directory, read whole (no optimizer states)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process": intended
+        try:
+            from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+            return dict(_load_state_dict_from_keys(keys={"model"}, checkpoint_id=str(folder))["model"])
+        except ImportError:  # older torch: convert the whole checkpoint (optimizer states too) through a file
+            import tempfile
+
+            from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+            with tempfile.TemporaryDirectory() as tmp:
+                dcp_to_torch_save(str(folder), f"{tmp}/full.pt")
+                return dict(torch.load(f"{tmp}/full.pt", weights_only=False)["model"])
+
+
+def fsdp_client_state(folder: Path) -> dict:
+    meta = folder / FSDP_META
+    return torch.load(meta, map_location="cpu", weights_only=False) if meta.is_file() else {}
