@@ -55,12 +55,6 @@ class GPTLightningModule(pl.LightningModule):
                 # Weights only: the optimizer, schedule and step count start fresh (train.run checked the fit).
                 self.model.load_state_dict(load_model(locate(self.init_from, "init_from")).state_dict())
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.run_config is not None:
-            from bigtrain.checkpoint_io import RUN_CONFIG_KEY
-
-            checkpoint[RUN_CONFIG_KEY] = self.run_config
-
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
 
@@ -95,6 +89,10 @@ class GPTLightningModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Everything an exact resume needs beyond Lightning's own state: the validation history (so the summary
         # still knows where the run started) and every RNG (dropout, sampling), in weights_only-loadable types.
+        if self.run_config is not None:  # makes every checkpoint self-describing (generate, eval, export)
+            from bigtrain.checkpoint_io import RUN_CONFIG_KEY
+
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
         np_state = np.random.get_state()
         checkpoint["bigtrain"] = {
             "val_history": [[int(s), float(v)] for s, v in self.val_history],
