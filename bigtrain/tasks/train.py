@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from bigtrain.config import sizes, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
+from bigtrain.plan import preflight
+from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
 CONFIG_FILE = "config.yaml"
 
@@ -43,8 +45,10 @@ def save_run_config(cfg, run_dir: Path) -> Path:
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
+    write_plan(run_dir, planned)
     return fit(cfg, run_dir, started=started)
 
 
@@ -56,6 +60,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     from bigtrain.parallel import build_strategy
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
     from bigtrain.training.loggers import build_loggers
+    from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.summary import print_summary, write_summary
@@ -77,10 +82,11 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         cfg.data.num_workers,
     )
     module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
-    bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
+    bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
+        states,
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="step-{step:07d}",
@@ -117,6 +123,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     trainer.fit(module, datamodule=datamodule)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
+    state_bytes = int(trainer.strategy.reduce(torch.tensor(float(states.total)), reduce_op="max"))  # per rank
     if not trainer.is_global_zero:
         return {}
 
@@ -144,6 +151,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
         "sample": sample,
+        **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
     write_summary(run_dir, summary)
     print_summary(summary)
