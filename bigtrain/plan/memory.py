@@ -97,18 +97,25 @@ def activations(s: Setup) -> float:
     return per_device * activation_bytes_per_element(s) / 2
 
 
+def gather_buffer(s: Setup) -> float:
+    """ZeRO-3 only: the largest module's gathered 16-bit parameters and gradients, DeepSpeed's estimator term
+    `4 * largest_layer_params` (estimate_zero3_model_states_mem_needs)."""
+    if not s.sharded or s.zero < 3:
+        return 0.0
+    pb, gb, _ = state_bytes(s)
+    return (pb + gb) * largest_module_params(s) / s.tp
+
+
 def buffers(s: Setup, n: int) -> float:
     """Working buffers the engine allocates besides model states and activations."""
-    pb, gb, _ = state_bytes(s)
+    _, gb, _ = state_bytes(s)
     shard = n / (s.tp * s.pp)
     if not s.sharded:
         # torch DDP copies every gradient into its flat all-reduce buckets (gradient_as_bucket_view=False).
         return gb * shard if s.world > 1 else 0.0
+    # DeepSpeed's communication buckets (zero.reduce_bucket_size and zero.allgather_bucket_size elements).
     buckets = gb * (min(s.reduce_bucket_size, shard) + min(s.allgather_bucket_size, shard))
-    if s.zero >= 3:
-        # DeepSpeed's estimator: the largest module's gathered 16-bit params and grads (4 bytes x largest layer).
-        return buckets + (pb + gb) * largest_module_params(s) / s.tp
-    return buckets
+    return buckets + gather_buffer(s)
 
 
 def offloaded(s: Setup, n: int) -> tuple[float, float]:
