@@ -4,8 +4,11 @@ Model FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B): 6N for th
 forward and backward passes plus 12 * L * H * Q * T for attention (L layers, H heads, Q head size, T sequence).
 Hardware FLOPs add the recomputed forward pass: all of it with full recomputation (8N, as in Narayanan et al.
 2021's 96 B s l h^2 per iteration), the attention scores with selective recomputation (Korthikanti et al. 2022).
-Time assumes the model FLOPs run at `plan.mfu` of the datasheet peak; communication and offload traffic are
-timed at the hardware's bandwidth and assumed to overlap with compute (a step takes the longest of the three).
+Time: the devices execute the hardware FLOPs at `plan.mfu` of the datasheet peak (so `plan.mfu` is the MFU reached
+without recomputation; recomputed FLOPs lower the effective MFU), stretched by the pipeline bubble (p - 1) / m
+(Narayanan et al. 2021, section 2.2) and followed by the tensor-parallel all-reduces / reduce-scatters of each
+layer (Korthikanti et al. 2022, section 4.2). Data-parallel communication and offload traffic are timed at the
+hardware's bandwidths and assumed to overlap with compute: a step takes the longest of the three.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from bigtrain.plan.setup import Setup
 FORMULAS = {
     "flops_per_token": "PaLM app. B: 6N + 12 L H Q T (model FLOPs, forward + backward)",
     "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
-    "step_time_s": "max(compute, comm, offload); compute = tokens/step x flops/token / (world x peak x mfu)",
+    "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
+    "(1 + (pp-1)/m) + tp comm",
     "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp)",
     "offload_bytes_per_step": "PCIe: grads down + params up (optimizer offload), 2 param fetches (param offload)",
     "train_time_s": "train_tokens / tokens_per_s",
@@ -73,10 +77,31 @@ def offload_bytes_per_step(s: Setup, n: int) -> tuple[float, float]:
     return pcie, nvme
 
 
+def pipeline_bubble(s: Setup) -> float:
+    """Idle fraction of the 1F1B schedule relative to useful time: (p - 1) / m, m micro-batches per step."""
+    return (s.pp - 1) / s.accumulate
+
+
+def tp_comm_bytes_per_step(s: Setup) -> float:
+    """Each layer all-reduces (or, with sequence parallelism, reduce-scatters + all-gathers: the same volume) its
+    s x b x h output twice forward and twice backward; a ring moves 2 (t - 1) / t of it per device."""
+    if s.tp <= 1:
+        return 0.0
+    act = s.block_size * s.micro_batch_size * s.n_embd * 2  # 16-bit activations
+    return 4 * 2 * (s.tp - 1) / s.tp * act * (s.n_layer // s.pp) * s.accumulate
+
+
 def timing(s: Setup, n: int) -> dict[str, float]:
     tokens_per_step = s.global_batch_size * s.block_size
     model_flops = flops_per_token(s, n)
-    compute_s = tokens_per_step * model_flops / (s.world * s.peak_flops * s.mfu) if s.peak_flops > 0 else float("inf")
+    hw_flops = hardware_flops_per_token(s, n)
+    bubble = pipeline_bubble(s)
+    tp_bytes = tp_comm_bytes_per_step(s)
+    tp_s = tp_bytes / s.intra_node_bandwidth if tp_bytes else 0.0
+    if s.peak_flops > 0:
+        compute_s = tokens_per_step * hw_flops / (s.world * s.peak_flops * s.mfu) * (1 + bubble) + tp_s
+    else:
+        compute_s = float("inf")
     comm_bytes = comm_bytes_per_step(s, n)
     comm_s = comm_bytes / comm_bandwidth(s) if comm_bytes else 0.0
     pcie, nvme = offload_bytes_per_step(s, n)
@@ -85,13 +110,16 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     tokens_per_s = tokens_per_step / step_s
     train_time_s = s.train_tokens / tokens_per_s
     device_hours = train_time_s * s.world / 3600
-    hw_flops = hardware_flops_per_token(s, n)
+    achieved = tokens_per_s / (s.world * s.peak_flops) if s.peak_flops > 0 else 0.0  # tokens per peak FLOP
     return {
         "flops_per_token": model_flops,
         "flops_per_token_6n": 6.0 * n,
         "attention_flops_per_token": attention_flops_per_token(s),
         "hardware_flops_per_token": hw_flops,
         "tokens_per_step": tokens_per_step,
+        "pipeline_bubble": bubble,
+        "tp_comm_bytes_per_step": tp_bytes,
+        "tp_comm_time_s": tp_s,
         "compute_time_s": compute_s,
         "comm_bytes_per_step": comm_bytes,
         "comm_time_s": comm_s,
@@ -101,8 +129,8 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "step_time_s": step_s,
         "bound_by": "compute" if step_s == compute_s else "comm" if step_s == comm_s else "offload",
         "tokens_per_s": tokens_per_s,
-        "mfu": s.mfu * compute_s / step_s,
-        "hfu": s.mfu * compute_s / step_s * hw_flops / model_flops,
+        "mfu": achieved * model_flops,
+        "hfu": achieved * hw_flops,
         "train_tokens": s.train_tokens,
         "train_flops": s.train_tokens * model_flops,
         "train_time_s": train_time_s,

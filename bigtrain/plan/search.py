@@ -120,7 +120,22 @@ def search(base: Setup, max_nodes: int = 16, rank_by: str = "time") -> tuple[lis
         mem = memory.memory(s, n)
         if memory.fits(s, mem):
             kept.append(Candidate(s, offload, mem, compute.timing(s, n)))
-    key = "cost_usd" if rank_by == "cost" else "train_time_s"
-    other = "train_time_s" if rank_by == "cost" else "cost_usd"
-    kept.sort(key=lambda c: (c.timing[key], c.timing[other], c.setup.world, c.memory["total"]))
+    kept.sort(key=lambda c: rank_key(c, rank_by))
     return kept, tried
+
+
+def rank_key(c: Candidate, rank_by: str) -> tuple:
+    """Time or cost first (rounded to 0.1% so near-ties fall through); then the simpler layout: fewer devices, no
+    offload, lower zero stage, less recomputation, less model parallelism, bigger micro-batches."""
+    key, other = ("cost_usd", "train_time_s") if rank_by == "cost" else ("train_time_s", "cost_usd")
+    s = c.setup
+    return (
+        float(f"{c.timing[key]:.3g}"),
+        float(f"{c.timing[other]:.3g}"),
+        s.world,
+        (s.offload_optimizer != "none") + (s.offload_params != "none"),
+        s.zero,
+        RECOMPUTES.index(s.recompute),
+        s.tp * s.pp,
+        -s.micro_batch_size,
+    )
