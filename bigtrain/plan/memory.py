@@ -18,14 +18,14 @@ optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam ste
 
 from __future__ import annotations
 
-from bigtrain.plan.params import largest_module_params
+from bigtrain.plan.params import largest_module_params, persistent_params
 from bigtrain.plan.setup import Setup
 
 # How each number is computed, keyed as in `memory_per_device_bytes`; printed in the table and the JSON.
 FORMULAS = {
-    "params": "ZeRO eq.: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
-    "grads": "ZeRO eq.: G_bytes x N/(tp*pp) [/dp at zero >= 2; 0 when the optimizer is offloaded at zero >= 2]",
-    "optimizer": "ZeRO eq.: K x N/(tp*pp) [/dp at zero >= 1; 0 when offloaded], K=12 mixed Adam, 8 fp32 Adam",
+    "params": "ZeRO: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
+    "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed: 16-bit partition /dp at zero 1-3",
+    "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
     "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer",
     "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
     "host": "offload: (K + 4) x N/(tp*pp*dp) per rank (+ P_bytes x that with params offloaded), x ranks per node",
@@ -55,8 +55,13 @@ def activation_bytes_per_element(s: Setup) -> int:
     return 8 if p.startswith("64") else 4 if p in ("32", "32-true") else 2
 
 
-def model_states(s: Setup, n: int) -> dict[str, float]:
-    """Per-device bytes of parameters, gradients, optimizer states (device side only), following ZeRO."""
+def model_states(s: Setup, n: int, accounting: str = "engine") -> dict[str, float]:
+    """Per-device bytes of parameters, gradients and optimizer states (device side only).
+
+    accounting="paper": the ZeRO paper's formulas as published. accounting="engine" (what a plan reports): the
+    paper for torch DDP / single device, DeepSpeed's real layout for a ZeRO engine (see `deepspeed_states`)."""
+    if accounting == "engine" and s.sharded and s.zero >= 1:
+        return deepspeed_states(s, n)
     pb, gb, ob = state_bytes(s)
     shard = n / (s.tp * s.pp)  # parameters this model-parallel rank owns before data-parallel partitioning
     dp, z = s.dp, s.zero
@@ -69,6 +74,36 @@ def model_states(s: Setup, n: int) -> dict[str, float]:
             grads = 0.0  # reduced through the buckets straight into the host's fp32 gradient partition
     if s.offload_params != "none":
         params = 0.0  # fetched per layer into the gather buffer (see buffers)
+    return {"params": params, "grads": grads, "optimizer": optimizer}
+
+
+def deepspeed_states(s: Setup, n: int) -> dict[str, float]:
+    """DeepSpeed's ZeRO stages 1-3 as its engine allocates them (checked against the real partitions of a
+    2-process CPU run in tests/test_plan_measured.py, and against DeepSpeed's own estimators):
+    - stages 1 and 2 share one implementation (stage_1_and_2.py) that reduces gradients through buckets into
+      each rank's partition during the backward pass, so stage 1 keeps no full gradient copy either; per partition
+      it keeps an fp32 master copy, an fp32 gradient and Adam's two moments: 16 bytes/param over Nd (the paper's
+      K = 12 plus a 4-byte fp32 gradient), even in fp32 training, and in mixed precision a 16-bit gradient
+      partition (2 bytes over Nd): 2 + 18/Nd, DeepSpeed's estimate_zero2_model_states_mem_needs exactly;
+    - stage 3 keeps the 16-bit parameter and gradient partitions and the K = 12 fp32 states (the paper's 16/Nd),
+      plus a whole copy of every tensor below stage3_param_persistence_threshold (biases, LayerNorms);
+    - offloading the optimizer moves the fp32 states to the host, and the gradient partition with them."""
+    pb, gb, _ = state_bytes(s)
+    partition = n / (s.tp * s.pp * s.dp)
+    shard = n / (s.tp * s.pp)
+    if s.zero >= 3:
+        persistent = persistent_params(s, s.persistence_threshold) / s.tp
+        params = pb * (partition + persistent)
+        grads = gb * partition
+        optimizer = 12 * partition
+    else:
+        params = pb * shard
+        grads = gb * partition if gb != 4 else 0.0  # in fp32 the fp32 gradient partition is the only one
+        optimizer = 16 * partition
+    if s.offload_optimizer != "none":
+        optimizer = grads = 0.0
+    if s.offload_params != "none":
+        params = pb * persistent_params(s, s.persistence_threshold) / s.tp if s.zero >= 3 else 0.0
     return {"params": params, "grads": grads, "optimizer": optimizer}
 
 
@@ -125,7 +160,8 @@ def offloaded(s: Setup, n: int) -> tuple[float, float]:
     ranks_per_node = min(s.devices, s.world)
     host = nvme = 0.0
     if s.offload_optimizer != "none":
-        states = (ob + 4) * partition * ranks_per_node  # fp32 optimizer states + fp32 gradient partition
+        # fp32 master copy, Adam moments and fp32 gradient partition: 16 bytes under DeepSpeed in any precision.
+        states = (16 if s.sharded else ob + 4) * partition * ranks_per_node
         if s.offload_optimizer == "nvme":
             nvme += states
         else:

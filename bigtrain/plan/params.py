@@ -40,3 +40,19 @@ def largest_module_params(s: Setup) -> int:
     in estimate_zero3_model_states_mem_needs): the token table or one 4x MLP projection."""
     h, b = s.n_embd, int(s.bias)
     return max(s.vocab_size * h, 4 * h * h + 4 * h * b, 3 * h * s.n_head * s.head_dim + 3 * s.n_head * s.head_dim * b)
+
+
+def tensor_sizes(s: Setup) -> list[tuple[int, int]]:
+    """(numel, how many) for every parameter tensor of the model, tied ones once."""
+    h, a, b = s.n_embd, s.n_head * s.head_dim, bool(s.bias)
+    per_layer = [(h * 3 * a, 1), (a * h, 1), (h * 4 * h, 1), (4 * h * h, 1), (h, 2)]  # matrices, LayerNorm gains
+    if b:
+        per_layer += [(3 * a, 1), (h, 1), (4 * h, 1), (h, 1), (h, 2)]  # linear biases, LayerNorm biases
+    sizes = [(numel, count * s.n_layer) for numel, count in per_layer]
+    sizes += [(s.vocab_size * h, 1), (s.block_size * h, 1), (h, 1 + int(b))]  # wte (= lm_head), wpe, ln_f
+    return sizes
+
+
+def persistent_params(s: Setup, threshold: int) -> int:
+    """Parameters ZeRO-3 keeps whole on every rank: tensors below DeepSpeed's stage3_param_persistence_threshold."""
+    return sum(numel * count for numel, count in tensor_sizes(s) if numel < threshold)

@@ -36,9 +36,9 @@ def plot_memory(s: Setup, path: Path, title: str) -> Path:
         mem = memory.memory(v, n)
         labels.append(f"zero {zero}\n{offload}")
         stacks.append([mem[t] / 1e9 for t in MEMORY_TERMS])
-        off.append((mem["host"] + mem["nvme"]) / 1e9)
+        off.append(("NVMe" if mem["nvme"] else "host", (mem["host"] + mem["nvme"]) / 1e9))
 
-    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(labels)), 5), dpi=110)
     bottoms = [0.0] * len(labels)
     for i, term in enumerate(MEMORY_TERMS):
         values = [row[i] for row in stacks]
@@ -47,10 +47,10 @@ def plot_memory(s: Setup, path: Path, title: str) -> Path:
     usable = memory.usable_device_bytes(s) / 1e9
     ax.axhline(usable, color="black", linestyle="--", linewidth=1)
     ax.text(-0.4, usable, f" usable {usable:,.1f} GB", va="bottom", fontsize=8)
-    for x, (top, host) in enumerate(zip(bottoms, off, strict=True)):
-        note = f"{top:,.1f}" + (f"\n+{host:,.0f} off-device/node" if host else "")
+    for x, (top, (where, moved)) in enumerate(zip(bottoms, off, strict=True)):
+        note = f"{top:,.1f}" + (f"\n{where} {moved:,.0f}/node" if moved else "")
         ax.text(x, top, note, ha="center", va="bottom", fontsize=7)
-    ax.set_ylabel("GB per device (1e9 bytes)")
+    ax.set_ylabel("GB per device (1e9 bytes); off-device GB per node above the bars")
     ax.set_title(title, fontsize=10)
     ax.set_ylim(0, max(max(bottoms), usable) * 1.25)
     ax.legend(loc="upper right", fontsize=8)

@@ -34,6 +34,7 @@ class Setup:
     offload_params: str  # none | cpu | nvme
     reduce_bucket_size: int  # elements
     allgather_bucket_size: int  # elements
+    persistence_threshold: int  # ZeRO-3 keeps tensors with fewer elements whole on every rank
     # batch and numerics
     precision: str
     micro_batch_size: int
@@ -118,6 +119,8 @@ def setup_from(cfg) -> Setup:
         offload_params=str(cfg.offload.params),
         reduce_bucket_size=int(cfg.zero.reduce_bucket_size),
         allgather_bucket_size=int(cfg.zero.allgather_bucket_size),
+        # DeepSpeed's stage3_param_persistence_threshold (default 1e5) where the zero config carries it.
+        persistence_threshold=int(cfg.zero.get("stage3_param_persistence_threshold", 100_000)),
         precision=str(tr.precision),
         micro_batch_size=tr.micro_batch_size,
         global_batch_size=tr.global_batch_size,
