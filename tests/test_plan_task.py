@@ -81,7 +81,7 @@ def test_zero_stages_shrink_device_memory_and_offload_moves_it_to_the_host():
     )
     assert on["memory_per_device_bytes"]["optimizer"] == 0
     # Only ZeRO-3's persistent small tensors (biases, LayerNorms) stay on the GPU: 2 bytes x ~1M of 1.56B.
-    assert 0 < on["memory_per_device_bytes"]["params"] < 0.001 * on["n_params"]
+    assert 0 < on["memory_per_device_bytes"]["params"] < 2 * 0.001 * on["n_params"]
     assert on["host_memory_bytes"] == pytest.approx(18 * on["n_params"], rel=1e-6)  # per node: 8 ranks x 18/8
 
 
