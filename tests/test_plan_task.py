@@ -165,6 +165,20 @@ def test_recipes_plan_as_their_headers_say(recipe):
         assert p["max_n_layer_that_fits"] == cfg.notes.expected_max_n_layer == cfg.model.n_layer
         deeper = compose(f"recipe={recipe}", f"model.n_layer={cfg.model.n_layer + 1}")
         assert not plan(deeper)["fits"]
+    if "expected_model_states_gb_paper" in cfg.notes:  # per zero stage, under DeepSpeed
+        from dataclasses import replace
+
+        from bigtrain.plan import memory, setup_from
+        from bigtrain.plan.params import n_params
+
+        base = setup_from(cfg)
+        for stage in range(4):
+            s = replace(base, zero=stage, parallelism="deepspeed")
+            for accounting in ("paper", "deepspeed"):
+                got = sum(
+                    memory.model_states(s, n_params(s), "engine" if accounting == "deepspeed" else "paper").values()
+                )
+                assert got / 1e9 == pytest.approx(cfg.notes[f"expected_model_states_gb_{accounting}"][stage], abs=0.05)
     if recipe == "gpt3-175b-a100":
         assert p["n_params"] == pytest.approx(cfg.notes.expected_n_params, rel=0.001)
         assert p["train_days"] == pytest.approx(cfg.notes["expected_train_days_at_mfu_0.4"], abs=0.5)
