@@ -4,7 +4,10 @@ Model states follow the ZeRO paper (Rajbhandari et al. 2020, "ZeRO: Memory Optim
 Parameter Models", section 3.1 and Figure 1): mixed-precision Adam holds 2 bytes of 16-bit parameters, 2 of
 16-bit gradients and K = 12 of fp32 optimizer states (master weights, momentum, variance) per parameter; stage 1
 partitions the K term over the Nd data-parallel ranks, stage 2 also the gradients, stage 3 also the parameters.
-Tensor and pipeline parallelism first split every state over tp x pp (Megatron-LM).
+Tensor and pipeline parallelism first split every state over tp x pp (Megatron-LM). A plan for a ZeRO engine
+(zero >= 1) reports DeepSpeed's real layout instead (`deepspeed_states`: its fp32 gradient partition, stage 1
+bucketed like stage 2, ZeRO-3's persistent small tensors); `model_states(..., accounting="paper")` keeps the
+published formulas, which tests/test_plan_published.py holds to the paper's worked example.
 
 Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
 section 4 and Table 2): s*b*h*(34 + 5*a*s/h) bytes per layer for 16-bit activations, with its tensor-parallel,
@@ -28,7 +31,7 @@ FORMULAS = {
     "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
     "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer",
     "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
-    "host": "offload: (K + 4) x N/(tp*pp*dp) per rank (+ P_bytes x that with params offloaded), x ranks per node",
+    "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
 }
 
