@@ -83,6 +83,11 @@ class HardwareConfig:
     intra_node_bandwidth_gbps: float = 10.0
     inter_node_bandwidth_gbps: float = 1.0
     price_per_device_hour: float = 0.05  # USD, on-demand list price
+    # For the planner's offload estimates: host <-> device link per device (PCIe), NVMe read/write and capacity
+    # per node. Zero capacity means the node has no NVMe for ZeRO-Infinity.
+    host_device_bandwidth_gbps: float = 16.0
+    nvme_bandwidth_gbps: float = 2.0
+    nvme_capacity_gib: float = 0.0
     precision: str = "32-true"  # the default training precision on this hardware
     cpus_per_device: int = 1  # for the SLURM launcher
 
@@ -175,6 +180,29 @@ class ExportConfig:
     out_dir: str | None = None  # None: RUN_DIR/hf
 
 
+class PlanConfig:
+    """What `task=plan` prints and what the pre-flight check of `task=train` enforces (bigtrain/plan)."""
+
+    format: str = "table"  # table | json
+    plot: bool = False  # write plan.png: memory per device for every zero stage x offload
+    search: bool = False  # enumerate parallel layouts, keep those that fit, rank them
+    rank_by: str = "time"  # time | cost
+    # Assumed model FLOPs utilisation. 0.4 sits between the ~0.2-0.3 of GPT-3/Gopher/MT-NLG and PaLM's 0.462
+    # (Chowdhery et al. 2022, "PaLM", Table 3); Megatron-LM reports 0.41-0.56 for 22B-1T (Korthikanti et al. 2022).
+    mfu: float = 0.4
+    # Fraction of device memory kept free for the CUDA context, allocator fragmentation and NCCL buffers.
+    headroom: float = 0.1
+    # Tokens to train on for time and cost; None: trainer.max_steps x global_batch_size x block_size.
+    train_tokens: int | None = None
+    # none | selective | full (Korthikanti et al. 2022); None follows model.activation_checkpointing (full / none).
+    activation_recompute: str | None = None
+    # Megatron sequence parallelism: shards the LayerNorm/dropout activations across the tp ranks too.
+    sequence_parallel: bool = False
+    enforce: bool = True  # task=train refuses a config the plan says cannot fit; false: warn and go on
+    max_nodes: int = 16  # search: node counts 1, 2, 4, ... up to this
+    top: int = 10  # search: rows printed
+
+
 @dataclass
 class BigtrainConfig:
     task: str = "train"  # a module of bigtrain/tasks: train, prepare, ...
@@ -200,6 +228,7 @@ class BigtrainConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     # Free-form notes a recipe carries (its expected result); not read by code.
     notes: dict[str, Any] = field(default_factory=dict)
 

@@ -27,6 +27,7 @@ PARALLELISMS = ("single", "ddp")
 SHARDED_PARALLELISMS: tuple[str, ...] = ()  # strategies that implement zero stages and offload
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
+ACTIVATION_RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("cpu", "gpu")
 
@@ -67,8 +68,36 @@ def _batch_problems(cfg, s: Sizes) -> list[str]:
     ]
 
 
-def problems_of(cfg) -> list[str]:
-    """Every broken rule of the composed config, as phrases (empty when valid)."""
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def _plan_problems(cfg) -> list[str]:
+    """The plan node (task=plan, and the pre-flight check of task=train)."""
+    pl, p = cfg.plan, []
+    if pl.format not in ("table", "json"):
+        p.append(f"plan.format={pl.format} is unknown; valid: table, json")
+    if pl.rank_by not in ("time", "cost"):
+        p.append(f"plan.rank_by={pl.rank_by} is unknown; valid: time, cost")
+    if not 0 < pl.mfu <= 1:
+        p.append(f"plan.mfu={pl.mfu} must be in (0, 1]")
+    if not 0 <= pl.headroom < 1:
+        p.append(f"plan.headroom={pl.headroom} must be in [0, 1)")
+    if pl.train_tokens is not None and pl.train_tokens <= 0:
+        p.append(f"plan.train_tokens={pl.train_tokens} must be positive or null")
+    if pl.activation_recompute is not None and pl.activation_recompute not in ACTIVATION_RECOMPUTE:
+        p.append(
+            f"plan.activation_recompute={pl.activation_recompute} is unknown; valid: {', '.join(ACTIVATION_RECOMPUTE)}"
+        )
+    _positive(p, **{"plan.max_nodes": pl.max_nodes, "plan.top": pl.top})
+    return p
+
+
+def problems_of(cfg, planning: bool = False) -> list[str]:
+    """Every broken rule of the composed config, as phrases (empty when valid).
+
+    planning=True (task=plan) describes a run rather than launching it: rules about which strategies this build
+    can launch (zero stages and offload need a sharded one) are left out; every consistency rule stays."""
     p: list[str] = []
     m, par, hw, tr = cfg.model, cfg.parallelism, cfg.hardware, cfg.trainer
 
@@ -103,14 +132,31 @@ def problems_of(cfg) -> list[str]:
     if par.tp > 0 and par.pp > 0 and s.world % (par.tp * par.pp) != 0:
         p.append(
             f"world size {s.world} (hardware.devices={hw.devices} x hardware.nodes={hw.nodes}) is not divisible by "
-            f"parallelism.tp={par.tp} x parallelism.pp={par.pp}"
+            f"parallelism.tp={par.tp} x parallelism.pp={par.pp}, so dp x tp x pp cannot equal the device count"
+        )
+    if par.tp > 0 and m.n_head > 0 and m.n_head % par.tp != 0:
+        p.append(
+            f"parallelism.tp={par.tp} does not divide model.n_head={m.n_head} (each tensor-parallel rank holds whole "
+            f"heads); valid tp: {_divisors(m.n_head)}"
+        )
+    if par.pp > 0 and m.n_layer > 0 and m.n_layer % par.pp != 0:
+        p.append(
+            f"parallelism.pp={par.pp} does not divide model.n_layer={m.n_layer} (equal pipeline stages); "
+            f"valid pp: {_divisors(m.n_layer)}"
         )
 
     if cfg.zero.stage not in (0, 1, 2, 3):
         p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")
     if cfg.offload.name not in OFFLOADS:
         p.append(f"offload={cfg.offload.name} is unknown; valid: {', '.join(OFFLOADS)}")
-    if par.name not in SHARDED_PARALLELISMS:
+    if cfg.offload.params != "none" and cfg.zero.stage != 3:
+        p.append(
+            f"offload={cfg.offload.name} moves parameters (offload.params={cfg.offload.params}), which needs "
+            f"zero.stage=3 but zero.stage={cfg.zero.stage}; use zero=3 or offload=cpu"
+        )
+    if cfg.offload.optimizer != "none" and cfg.zero.stage == 0:
+        p.append(f"offload={cfg.offload.name} needs zero.stage 1, 2 or 3 (zero.stage=0)")
+    if par.name not in SHARDED_PARALLELISMS and not planning:
         if cfg.zero.stage not in (0, None):
             p.append(
                 f"zero.stage={cfg.zero.stage} needs a sharded strategy, but parallelism={par.name}; "
@@ -173,6 +219,8 @@ def problems_of(cfg) -> list[str]:
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
     p += _use_problems(cfg)
+    if "plan" in cfg:
+        p += _plan_problems(cfg)
     return p
 
 
@@ -264,9 +312,9 @@ def local_device_problems(cfg) -> list[str]:
     return []
 
 
-def validate(cfg, launching: bool = False) -> Sizes:
+def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
-    problems = problems_of(cfg)
+    problems = problems_of(cfg, planning=planning)
     if launching and not problems:
         problems = local_device_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":

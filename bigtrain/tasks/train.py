@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from bigtrain.config import sizes, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
+from bigtrain.plan import preflight
+from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
 CONFIG_FILE = "config.yaml"
 
@@ -54,6 +56,7 @@ def save_run_config(cfg, run_dir: Path) -> Path:
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
 
     checkpoint = find_resume_checkpoint(cfg.resume, run_dir)
@@ -64,6 +67,7 @@ def run(cfg, run_dir: Path) -> dict:
         check_init_from(cfg)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
+    write_plan(run_dir, planned)
     return fit(cfg, run_dir, started=started)
 
 
@@ -79,6 +83,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
     from bigtrain.training.guards import NonFiniteGuard
     from bigtrain.training.loggers import build_loggers
+    from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
@@ -108,12 +113,13 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
         init_from=cfg.init_from,
     )
-    bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
+    bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
+        states,
         NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
         stop,
@@ -147,6 +153,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
     replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
+    state_bytes = int(trainer.strategy.reduce(torch.tensor(float(states.total)), reduce_op="max"))  # per rank
     if not trainer.is_global_zero:
         return {}
 
@@ -178,6 +185,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
         "sample": sample,
+        **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
     write_summary(run_dir, summary)
     print_summary(summary)

@@ -1,0 +1,140 @@
+"""FLOPs, step time, communication, offload traffic, training time and cost.
+
+Model FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B): 6N for the weight matrix multiplies of the
+forward and backward passes plus 12 * L * H * Q * T for attention (L layers, H heads, Q head size, T sequence).
+Hardware FLOPs add the recomputed forward pass: all of it with full recomputation (8N, as in Narayanan et al.
+2021's 96 B s l h^2 per iteration), the attention scores with selective recomputation (Korthikanti et al. 2022).
+Time: the devices execute the hardware FLOPs at `plan.mfu` of the datasheet peak (so `plan.mfu` is the MFU reached
+without recomputation; recomputed FLOPs lower the effective MFU), stretched by the pipeline bubble (p - 1) / m
+(Narayanan et al. 2021, section 2.2) and followed by the tensor-parallel all-reduces / reduce-scatters of each
+layer (Korthikanti et al. 2022, section 4.2). Data-parallel communication and offload traffic are timed at the
+hardware's bandwidths and assumed to overlap with compute: a step takes the longest of the three.
+"""
+
+from __future__ import annotations
+
+from bigtrain.plan.setup import Setup
+
+FORMULAS = {
+    "flops_per_token": "PaLM app. B: 6N + 12 L H Q T (model FLOPs, forward + backward)",
+    "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
+    "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
+    "(1 + (pp-1)/m) + tp comm",
+    "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp)",
+    "offload_bytes_per_step": "PCIe: grads down + params up (optimizer offload), 2 param fetches (param offload)",
+    "train_time_s": "train_tokens / tokens_per_s",
+    "cost_usd": "world x train_time / 3600 x price_per_device_hour",
+}
+
+
+def attention_flops_per_token(s: Setup) -> float:
+    return 12 * s.n_layer * s.n_head * s.head_dim * s.block_size
+
+
+def flops_per_token(s: Setup, n: int) -> float:
+    """Model FLOPs per trained token (PaLM appendix B)."""
+    return 6 * n + attention_flops_per_token(s)
+
+
+def hardware_flops_per_token(s: Setup, n: int) -> float:
+    """FLOPs the devices execute per token, recomputation included."""
+    attn = attention_flops_per_token(s)
+    if s.recompute == "full":
+        return 8 * n + attn * 4 / 3
+    if s.recompute == "selective":
+        return 6 * n + attn * 4 / 3
+    return 6 * n + attn
+
+
+def comm_bytes_per_step(s: Setup, n: int) -> float:
+    """Bytes each rank sends per optimizer step for data parallelism (ZeRO paper, section 7): an all-reduce of the
+    gradients moves 2 x their size (reduce-scatter + all-gather); ZeRO-1/2 the same, ZeRO-3 3x (parameters are
+    all-gathered in the forward and again in the backward pass). Ring algorithms send (dp-1)/dp of that."""
+    if s.dp <= 1:
+        return 0.0
+    grad_bytes = 4 if s.precision in ("32", "32-true") else 8 if s.precision.startswith("64") else 2
+    volume = (3 if s.zero >= 3 else 2) * grad_bytes * n / (s.tp * s.pp)
+    return volume * (s.dp - 1) / s.dp
+
+
+def comm_bandwidth(s: Setup) -> float:
+    """Data-parallel groups span nodes once tp x pp x dp ranks exceed one node."""
+    return s.inter_node_bandwidth if s.nodes > 1 and s.world > s.devices else s.intra_node_bandwidth
+
+
+def offload_bytes_per_step(s: Setup, n: int) -> tuple[float, float]:
+    """(PCIe bytes per device, NVMe bytes per node) moved per optimizer step by offloading."""
+    partition = n / (s.tp * s.pp * s.dp)
+    pcie = nvme = 0.0
+    if s.offload_optimizer != "none":
+        pcie += (2 + 2) * partition  # 16-bit gradients to the host, updated 16-bit parameters back
+        if s.offload_optimizer == "nvme":
+            nvme += 2 * 16 * partition * min(s.devices, s.world)  # fp32 states read and written back
+    if s.offload_params != "none":
+        pcie += 2 * 2 * partition * s.accumulate  # the partition is fetched for forward and for backward
+        if s.offload_params == "nvme":
+            nvme += 2 * 2 * partition * s.accumulate * min(s.devices, s.world)
+    return pcie, nvme
+
+
+def pipeline_bubble(s: Setup) -> float:
+    """Idle fraction of the 1F1B schedule relative to useful time: (p - 1) / m, m micro-batches per step."""
+    return (s.pp - 1) / s.accumulate
+
+
+def tp_comm_bytes_per_step(s: Setup) -> float:
+    """Each layer all-reduces (or, with sequence parallelism, reduce-scatters + all-gathers: the same volume) its
+    s x b x h output twice forward and twice backward; a ring moves 2 (t - 1) / t of it per device."""
+    if s.tp <= 1:
+        return 0.0
+    act = s.block_size * s.micro_batch_size * s.n_embd * 2  # 16-bit activations
+    return 4 * 2 * (s.tp - 1) / s.tp * act * (s.n_layer // s.pp) * s.accumulate
+
+
+def timing(s: Setup, n: int) -> dict[str, float]:
+    tokens_per_step = s.global_batch_size * s.block_size
+    model_flops = flops_per_token(s, n)
+    hw_flops = hardware_flops_per_token(s, n)
+    bubble = pipeline_bubble(s)
+    tp_bytes = tp_comm_bytes_per_step(s)
+    tp_s = tp_bytes / s.intra_node_bandwidth if tp_bytes else 0.0
+    if s.peak_flops > 0:
+        compute_s = tokens_per_step * hw_flops / (s.world * s.peak_flops * s.mfu) * (1 + bubble) + tp_s
+    else:
+        compute_s = float("inf")
+    comm_bytes = comm_bytes_per_step(s, n)
+    comm_s = comm_bytes / comm_bandwidth(s) if comm_bytes else 0.0
+    pcie, nvme = offload_bytes_per_step(s, n)
+    offload_s = max(pcie / s.host_device_bandwidth if pcie else 0.0, nvme / s.nvme_bandwidth if nvme else 0.0)
+    step_s = max(compute_s, comm_s, offload_s)
+    tokens_per_s = tokens_per_step / step_s
+    train_time_s = s.train_tokens / tokens_per_s
+    device_hours = train_time_s * s.world / 3600
+    achieved = tokens_per_s / (s.world * s.peak_flops) if s.peak_flops > 0 else 0.0  # tokens per peak FLOP
+    return {
+        "flops_per_token": model_flops,
+        "flops_per_token_6n": 6.0 * n,
+        "attention_flops_per_token": attention_flops_per_token(s),
+        "hardware_flops_per_token": hw_flops,
+        "tokens_per_step": tokens_per_step,
+        "pipeline_bubble": bubble,
+        "tp_comm_bytes_per_step": tp_bytes,
+        "tp_comm_time_s": tp_s,
+        "compute_time_s": compute_s,
+        "comm_bytes_per_step": comm_bytes,
+        "comm_time_s": comm_s,
+        "offload_bytes_per_step": pcie,
+        "nvme_bytes_per_step": nvme,
+        "offload_time_s": offload_s,
+        "step_time_s": step_s,
+        "bound_by": "compute" if step_s == compute_s else "comm" if step_s == comm_s else "offload",
+        "tokens_per_s": tokens_per_s,
+        "mfu": achieved * model_flops,
+        "hfu": achieved * hw_flops,
+        "train_tokens": s.train_tokens,
+        "train_flops": s.train_tokens * model_flops,
+        "train_time_s": train_time_s,
+        "train_days": train_time_s / 86400,
+        "device_hours": device_hours,
+        "cost_usd": device_hours * s.price_per_device_hour,
+    }

@@ -1,0 +1,201 @@
+"""Memory per device (and per node on the host / NVMe) for one training layout.
+
+Model states follow the ZeRO paper (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion
+Parameter Models", section 3.1 and Figure 1): mixed-precision Adam holds 2 bytes of 16-bit parameters, 2 of
+16-bit gradients and K = 12 of fp32 optimizer states (master weights, momentum, variance) per parameter; stage 1
+partitions the K term over the Nd data-parallel ranks, stage 2 also the gradients, stage 3 also the parameters.
+Tensor and pipeline parallelism first split every state over tp x pp (Megatron-LM). A plan for a ZeRO engine
+(zero >= 1) reports DeepSpeed's real layout instead (`deepspeed_states`: its fp32 gradient partition, stage 1
+bucketed like stage 2, ZeRO-3's persistent small tensors); `model_states(..., accounting="paper")` keeps the
+published formulas, which tests/test_plan_published.py holds to the paper's worked example.
+
+Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+section 4 and Table 2): s*b*h*(34 + 5*a*s/h) bytes per layer for 16-bit activations, with its tensor-parallel,
+sequence-parallel, selective-recompute and full-recompute variants. With the 1F1B pipeline schedule the first
+stage keeps pp micro-batches of its n_layer/pp layers in flight, i.e. n_layer layers' worth whatever pp is.
+
+Offload follows DeepSpeed (ZeRO-Offload, Ren et al. 2021; ZeRO-Infinity, Rajbhandari et al. 2021): offloading the
+optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam steps on; offloading parameters
+(stage 3 only) moves the 16-bit parameter partition too.
+"""
+
+from __future__ import annotations
+
+from bigtrain.plan.params import largest_module_params, persistent_params
+from bigtrain.plan.setup import Setup
+
+# How each number is computed, keyed as in `memory_per_device_bytes`; printed in the table and the JSON.
+FORMULAS = {
+    "params": "ZeRO: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
+    "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed: 16-bit partition /dp at zero 1-3",
+    "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
+    "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer",
+    "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
+    "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
+    "nvme": "as host, for the states offloaded to NVMe (per node)",
+}
+
+
+def state_bytes(s: Setup) -> tuple[int, int, int]:
+    """Bytes per parameter of (parameters, gradients, optimizer states) for the precision and engine.
+
+    A ZeRO engine in mixed precision keeps 16-bit weights and gradients plus K=12 bytes of fp32 master weights
+    and Adam moments (ZeRO paper). Torch AMP (single / DDP, `*-mixed`) instead keeps fp32 weights and gradients
+    and 8 bytes of fp32 moments: the same 16 bytes, split differently. Pure precisions hold Adam's two moments in
+    the parameters' own dtype (torch.optim.AdamW)."""
+    p = s.precision
+    if p.endswith("-mixed"):
+        return (2, 2, 12) if s.sharded else (4, 4, 8)
+    if p.startswith("64"):
+        return (8, 8, 16)
+    if p in ("bf16-true", "16-true"):
+        return (2, 2, 4)
+    return (4, 4, 8)  # 32-true / 32
+
+
+def activation_bytes_per_element(s: Setup) -> int:
+    p = s.precision
+    return 8 if p.startswith("64") else 4 if p in ("32", "32-true") else 2
+
+
+def model_states(s: Setup, n: int, accounting: str = "engine") -> dict[str, float]:
+    """Per-device bytes of parameters, gradients and optimizer states (device side only).
+
+    accounting="paper": the ZeRO paper's formulas as published. accounting="engine" (what a plan reports): the
+    paper for torch DDP / single device, DeepSpeed's real layout for a ZeRO engine (see `deepspeed_states`)."""
+    if accounting == "engine" and s.sharded and s.zero >= 1:
+        return deepspeed_states(s, n)
+    pb, gb, ob = state_bytes(s)
+    shard = n / (s.tp * s.pp)  # parameters this model-parallel rank owns before data-parallel partitioning
+    dp, z = s.dp, s.zero
+    params = pb * shard / (dp if z >= 3 else 1)
+    grads = gb * shard / (dp if z >= 2 else 1)
+    optimizer = ob * shard / (dp if z >= 1 else 1)
+    if s.offload_optimizer != "none":
+        optimizer = 0.0
+        if z >= 2:
+            grads = 0.0  # reduced through the buckets straight into the host's fp32 gradient partition
+    if s.offload_params != "none":
+        params = 0.0  # fetched per layer into the gather buffer (see buffers)
+    return {"params": params, "grads": grads, "optimizer": optimizer}
+
+
+def deepspeed_states(s: Setup, n: int) -> dict[str, float]:
+    """DeepSpeed's ZeRO stages 1-3 as its engine allocates them (checked against the real partitions of a
+    2-process CPU run in tests/test_plan_measured.py, and against DeepSpeed's own estimators):
+    - stages 1 and 2 share one implementation (stage_1_and_2.py) that reduces gradients through buckets into
+      each rank's partition during the backward pass, so stage 1 keeps no full gradient copy either; per partition
+      it keeps an fp32 master copy, an fp32 gradient and Adam's two moments: 16 bytes/param over Nd (the paper's
+      K = 12 plus a 4-byte fp32 gradient), even in fp32 training, and in mixed precision a 16-bit gradient
+      partition (2 bytes over Nd): 2 + 18/Nd, DeepSpeed's estimate_zero2_model_states_mem_needs exactly;
+    - stage 3 keeps the 16-bit parameter and gradient partitions and the K = 12 fp32 states (the paper's 16/Nd),
+      plus a whole copy of every tensor below stage3_param_persistence_threshold (biases, LayerNorms);
+    - offloading the optimizer moves the fp32 states to the host, and the gradient partition with them."""
+    pb, gb, _ = state_bytes(s)
+    partition = n / (s.tp * s.pp * s.dp)
+    shard = n / (s.tp * s.pp)
+    if s.zero >= 3:
+        persistent = persistent_params(s, s.persistence_threshold) / s.tp
+        params = pb * (partition + persistent)
+        grads = gb * partition
+        optimizer = 12 * partition
+    else:
+        params = pb * shard
+        grads = gb * partition if gb != 4 else 0.0  # in fp32 the fp32 gradient partition is the only one
+        optimizer = 16 * partition
+    if s.offload_optimizer != "none":
+        optimizer = grads = 0.0
+    if s.offload_params != "none":
+        params = pb * persistent_params(s, s.persistence_threshold) / s.tp if s.zero >= 3 else 0.0
+    return {"params": params, "grads": grads, "optimizer": optimizer}
+
+
+def activations(s: Setup) -> float:
+    """Korthikanti et al. 2022, per device, scaled from their 2-byte activations to the training precision."""
+    sq, b, h, a, t, L = s.block_size, s.micro_batch_size, s.n_embd, s.n_head, s.tp, s.n_layer
+    sbh = sq * b * h
+    sp = s.sequence_parallel and t > 1
+    attention = 5 * a * sq / h  # softmax input/output and dropout mask of the a x s x s score matrices
+    if s.recompute == "full":
+        # Only each layer's input is kept (2sbh, /t with sequence parallelism), plus one layer being recomputed.
+        kept = L * 2 * sbh / (t if sp else 1)
+        working = sbh / t * (34 + attention) if sp else sbh * (10 + 24 / t + attention / t)
+        per_device = kept + working
+    elif s.recompute == "selective":
+        per_layer = sbh / t * 34 if sp else sbh * (10 + 24 / t)
+        per_device = L * per_layer
+    else:
+        per_layer = sbh / t * (34 + attention) if sp else sbh * (10 + 24 / t + attention / t)
+        per_device = L * per_layer
+    # Korthikanti eq. 5's extras: embedding dropout mask (first stage holds pp micro-batches) and, on the last stage,
+    # the final LayerNorm, output layer and fp32 cross-entropy over the vocabulary: 4sbh/t (1 + v/h).
+    per_device += sbh * s.pp / t
+    if s.pp == 1:
+        per_device += 4 * sbh / t * (1 + s.vocab_size / h)
+    return per_device * activation_bytes_per_element(s) / 2
+
+
+def gather_buffer(s: Setup) -> float:
+    """ZeRO-3 only: the largest module's gathered 16-bit parameters and gradients, DeepSpeed's estimator term
+    `4 * largest_layer_params` (estimate_zero3_model_states_mem_needs)."""
+    if not s.sharded or s.zero < 3:
+        return 0.0
+    pb, gb, _ = state_bytes(s)
+    return (pb + gb) * largest_module_params(s) / s.tp
+
+
+def buffers(s: Setup, n: int) -> float:
+    """Working buffers the engine allocates besides model states and activations."""
+    _, gb, _ = state_bytes(s)
+    shard = n / (s.tp * s.pp)
+    if not s.sharded:
+        # torch DDP copies every gradient into its flat all-reduce buckets (gradient_as_bucket_view=False).
+        return gb * shard if s.world > 1 else 0.0
+    # DeepSpeed's communication buckets (zero.reduce_bucket_size and zero.allgather_bucket_size elements).
+    buckets = gb * (min(s.reduce_bucket_size, shard) + min(s.allgather_bucket_size, shard))
+    return buckets + gather_buffer(s)
+
+
+def offloaded(s: Setup, n: int) -> tuple[float, float]:
+    """(host bytes, NVMe bytes) per node for the offloaded states of the ranks on that node."""
+    pb, _, ob = state_bytes(s)
+    partition = n / (s.tp * s.pp * s.dp)
+    ranks_per_node = min(s.devices, s.world)
+    host = nvme = 0.0
+    if s.offload_optimizer != "none":
+        # fp32 master copy, Adam moments and fp32 gradient partition: 16 bytes under DeepSpeed in any precision.
+        states = (16 if s.sharded else ob + 4) * partition * ranks_per_node
+        if s.offload_optimizer == "nvme":
+            nvme += states
+        else:
+            host += states
+    if s.offload_params != "none":
+        states = pb * partition * ranks_per_node
+        if s.offload_params == "nvme":
+            nvme += states
+        else:
+            host += states
+    return host, nvme
+
+
+def memory(s: Setup, n: int) -> dict[str, float]:
+    """Per-device bytes by term (params, grads, optimizer, activations, buffers, total), host and NVMe per node."""
+    out = model_states(s, n)
+    out["activations"] = activations(s)
+    out["buffers"] = buffers(s, n)
+    out["total"] = sum(out.values())
+    out["host"], out["nvme"] = offloaded(s, n)
+    return out
+
+
+def usable_device_bytes(s: Setup) -> float:
+    return s.device_memory_bytes * (1 - s.headroom)
+
+
+def fits(s: Setup, mem: dict[str, float]) -> bool:
+    """Device total within memory less headroom, offloaded states within host memory and NVMe capacity."""
+    return (
+        mem["total"] <= usable_device_bytes(s)
+        and mem["host"] <= s.host_memory_bytes * (1 - s.headroom)
+        and mem["nvme"] <= s.nvme_capacity_bytes * (1 - s.headroom)
+    )

@@ -1,0 +1,85 @@
+"""One plan: memory per device, compute, time and cost for the layout the config describes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bigtrain.plan import compute, memory
+from bigtrain.plan.params import megatron_n_params, n_params
+from bigtrain.plan.setup import Setup, setup_from
+
+MEMORY_TERMS = ("params", "grads", "optimizer", "activations", "buffers")
+
+
+def plan_setup(s: Setup) -> dict:
+    """The plan of one Setup as a JSON-ready dict (the keys `task=plan plan.format=json` prints)."""
+    n = n_params(s)
+    mem = memory.memory(s, n)
+    per_device = {k: int(mem[k]) for k in (*MEMORY_TERMS, "total")}
+    usable = memory.usable_device_bytes(s)
+    return {
+        "n_params": n,
+        "n_params_megatron": megatron_n_params(s),
+        "layout": layout_of(s),
+        "memory_per_device_bytes": per_device,
+        "largest_term": max(MEMORY_TERMS, key=per_device.__getitem__),
+        "host_memory_bytes": int(mem["host"]),
+        "nvme_bytes": int(mem["nvme"]),
+        "device_memory_bytes": int(s.device_memory_bytes),
+        "usable_device_memory_bytes": int(usable),
+        "host_memory_capacity_bytes": int(s.host_memory_bytes),
+        "nvme_capacity_bytes": int(s.nvme_capacity_bytes),
+        "headroom": s.headroom,
+        "fits": memory.fits(s, mem),
+        **compute.timing(s, n),
+        "formulas": {**memory.FORMULAS, **compute.FORMULAS},
+    }
+
+
+def layout_of(s: Setup) -> dict:
+    return {
+        "parallelism": s.parallelism,
+        "world": s.world,
+        "devices": s.devices,
+        "nodes": s.nodes,
+        "dp": s.dp,
+        "tp": s.tp,
+        "pp": s.pp,
+        "zero": s.zero,
+        "offload_optimizer": s.offload_optimizer,
+        "offload_params": s.offload_params,
+        "precision": s.precision,
+        "micro_batch_size": s.micro_batch_size,
+        "global_batch_size": s.global_batch_size,
+        "accumulate": s.accumulate,
+        "recompute": s.recompute,
+        "sequence_parallel": s.sequence_parallel,
+    }
+
+
+def plan(cfg) -> dict:
+    """Plan the composed config (call `validate(cfg, planning=True)` first for clear errors on bad input)."""
+    s = setup_from(cfg)
+    out = plan_setup(s)
+    out["max_n_layer_that_fits"] = max_n_layer_that_fits(s)
+    return out
+
+
+def _fits(s: Setup) -> bool:
+    n = n_params(s)
+    return memory.fits(s, memory.memory(s, n))
+
+
+def max_n_layer_that_fits(s: Setup, limit: int = 1 << 16) -> int:
+    """The deepest model of this width (and layout) that fits, by bisection on n_layer; 0 if none does.
+    Only multiples of pp count (equal pipeline stages)."""
+    step = s.pp
+    if not _fits(replace(s, n_layer=step)):
+        return 0
+    lo, hi = 1, 2
+    while hi * step <= limit and _fits(replace(s, n_layer=hi * step)):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _fits(replace(s, n_layer=mid * step)) else (lo, mid)
+    return lo * step

@@ -1,0 +1,88 @@
+"""The plan as a table for people (task=plan's default output) and the search's top rows."""
+
+from __future__ import annotations
+
+from bigtrain.plan.planner import MEMORY_TERMS
+from bigtrain.plan.units import count, duration, gb, usd
+
+
+def _layout_line(lay: dict) -> str:
+    extra = " sequence-parallel" if lay["sequence_parallel"] else ""
+    return (
+        f"{lay['parallelism']} world={lay['world']} ({lay['devices']}/node x {lay['nodes']} nodes) dp={lay['dp']} "
+        f"tp={lay['tp']} pp={lay['pp']} zero={lay['zero']} offload optimizer={lay['offload_optimizer']} "
+        f"params={lay['offload_params']} | {lay['precision']} micro={lay['micro_batch_size']} "
+        f"global={lay['global_batch_size']} accumulate={lay['accumulate']} recompute={lay['recompute']}{extra}"
+    )
+
+
+def table(p: dict, title: str) -> str:
+    mem, f = p["memory_per_device_bytes"], p["formulas"]
+    rows = [
+        f"bigtrain plan: {title}",
+        f"  parameters      {count(p['n_params'])} (Megatron-LM formula: {count(p['n_params_megatron'])})",
+        f"  layout          {_layout_line(p['layout'])}",
+        "",
+        f"  {'memory per device':<20}{'':>12}   formula",
+    ]
+    for term in MEMORY_TERMS:
+        rows.append(f"  {term:<20}{gb(mem[term]):>12}   {f[term]}")
+    status = "FITS" if p["fits"] else "DOES NOT FIT"
+    rows += [
+        f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "
+        f"({gb(p['device_memory_bytes'])} less {p['headroom']:.0%} headroom): {status}",
+        f"  {'host per node':<20}{gb(p['host_memory_bytes']):>12}   of {gb(p['host_memory_capacity_bytes'])}; "
+        f"{f['host']}",
+        f"  {'NVMe per node':<20}{gb(p['nvme_bytes']):>12}   of {gb(p['nvme_capacity_bytes'])}",
+        "",
+        f"  flops/token     {p['flops_per_token']:.3e} model ({f['flops_per_token']}); "
+        f"{p['hardware_flops_per_token']:.3e} hardware (recompute={p['layout']['recompute']})",
+        f"  step            {duration(p['step_time_s'])} (compute {duration(p['compute_time_s'])}, comm "
+        f"{duration(p['comm_time_s'])} for {gb(p['comm_bytes_per_step'])}, offload {duration(p['offload_time_s'])}); "
+        f"bound by {p['bound_by']}",
+        f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})",
+        f"  training        {count(p['train_tokens'])} tokens = {p['train_flops']:.3e} FLOPs in "
+        f"{duration(p['train_time_s'])}, {count(p['device_hours'])} device-hours, {usd(p['cost_usd'])}",
+    ]
+    if "max_n_layer_that_fits" in p:
+        rows.append(f"  deepest model of this width and layout that fits: n_layer={p['max_n_layer_that_fits']}")
+    return "\n".join(rows)
+
+
+def search_rows(found: list, tried: int, top: int, rank_by: str) -> dict:
+    """The search's summary as JSON-ready data."""
+    return {
+        "tried": tried,
+        "fitting": len(found),
+        "rank_by": rank_by,
+        "top": [
+            {
+                "overrides": c.overrides,
+                "world": c.setup.world,
+                "memory_per_device_bytes": int(c.memory["total"]),
+                "host_memory_bytes": int(c.memory["host"]),
+                "step_time_s": c.timing["step_time_s"],
+                "tokens_per_s": c.timing["tokens_per_s"],
+                "train_time_s": c.timing["train_time_s"],
+                "cost_usd": c.timing["cost_usd"],
+                "bound_by": c.timing["bound_by"],
+            }
+            for c in found[:top]
+        ],
+    }
+
+
+def search_table(result: dict) -> str:
+    rows = [
+        f"search: {result['fitting']} of {result['tried']} layouts fit; best {len(result['top'])} by "
+        f"{result['rank_by']}:",
+        f"  {'#':>2} {'devices':>7} {'mem/dev':>10} {'tokens/s':>9} {'time':>11} {'cost':>9} {'bound':>7}  overrides",
+    ]
+    for i, r in enumerate(result["top"], 1):
+        rows.append(
+            f"  {i:>2} {r['world']:>7} {gb(r['memory_per_device_bytes']):>10} {count(r['tokens_per_s']):>9} "
+            f"{duration(r['train_time_s']):>11} {usd(r['cost_usd']):>9} {r['bound_by']:>7}  {r['overrides']}"
+        )
+    if not result["top"]:
+        rows.append("  (none fits: a larger plan.max_nodes, other hardware or a smaller model)")
+    return "\n".join(rows)
