@@ -180,6 +180,7 @@ class ExportConfig:
     out_dir: str | None = None  # None: RUN_DIR/hf
 
 
+@dataclass
 class PlanConfig:
     """What `task=plan` prints and what the pre-flight check of `task=train` enforces (bigtrain/plan)."""
 
