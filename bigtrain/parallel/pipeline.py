@@ -43,6 +43,7 @@ class GPTStage(nn.Module):
     def __init__(self, gpt: nn.Module, stage: int, pp: int):
         super().__init__()
         self.config = gpt.config
+        self.model_n_params = gpt.num_params()  # the whole model's, for reports (a stage alone cannot count it)
         self.first, self.last = stage == 0, stage == pp - 1
         t = gpt.transformer
         kept = {str(i): t.h[i] for i in stage_layers(len(t.h), pp, stage)}
@@ -58,7 +59,8 @@ class GPTStage(nn.Module):
                 self.lm_head.weight = nn.Parameter(gpt.lm_head.weight.detach().clone())
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters of the whole GPT this stage was cut from (as GPT.num_params), not of the stage."""
+        return self.model_n_params
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """First stage: (B, T) token ids -> (B, T, C); middle: (B, T, C) -> (B, T, C); last: -> (B, T, vocab)."""
