@@ -1,13 +1,13 @@
 """Run under torchrun by tests/test_model_parallel.py: build a GPT, split it as parallelism=tp / pipeline does (the
 same `parallelize_gpt` / `GPTStage` the strategies call), and write what this rank holds to OUT/rank-R.json.
 
-usage: torchrun --standalone --nproc-per-node N tests/shard_worker.py OUT tp|pipeline N_LAYER N_HEAD N_EMBD BLOCK VOCAB
+usage: torchrun --standalone --nproc-per-node N tests/shard_worker.py OUT N_LAYER N_HEAD N_EMBD BLOCK VOCAB
+writes OUT/tp/rank-R.json and OUT/pipeline/rank-R.json (one process start for both splits)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,8 +21,7 @@ def local(p: torch.Tensor) -> torch.Tensor:
     return p.to_local() if hasattr(p, "to_local") else p
 
 
-def main(out: Path, mode: str, n_layer: int, n_head: int, n_embd: int, block: int, vocab: int) -> None:
-    dist.init_process_group("gloo")
+def split(out: Path, mode: str, n_layer: int, n_head: int, n_embd: int, block: int, vocab: int) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block, vocab_size=vocab))
@@ -47,10 +46,11 @@ def main(out: Path, mode: str, n_layer: int, n_head: int, n_embd: int, block: in
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank-{rank}.json").write_text(json.dumps(record))
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main(Path(a[0]), a[1], *map(int, a[2:7]))
+    dist.init_process_group("gloo")
+    for mode in ("tp", "pipeline"):
+        split(Path(a[0]) / mode, mode, *map(int, a[1:6]))
+    dist.destroy_process_group()

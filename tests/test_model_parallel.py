@@ -81,6 +81,7 @@ def assert_matches_reference(run, got: dict[int, float]) -> None:
     ref = train_losses(run("single"))
     assert sorted(ref) == list(range(6))
     diffs = {s: abs(got[s] - ref[s]) for s in ref}
+    print(f"max |loss - reference| over steps 0-5: {max(diffs.values()):.2e}")  # shown with pytest -s
     assert max(diffs.values()) < TOL, f"per-step |loss - reference|: {diffs}\nreference {ref}\ngot {got}"
     assert ref[5] < ref[0]  # it learns, so matching is not matching a constant
 
@@ -150,19 +151,14 @@ def test_pipeline_rank_holds_only_its_stage(run):
 TINY = (4, 4, 192, 128, 256)  # n_layer, n_head, n_embd, block_size, vocab_size: conf/model/tiny.yaml
 
 
-def held(tmp_path: Path, mode: str) -> list[dict]:
-    out = tmp_path / mode
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += [str(REPO / "tests" / "shard_worker.py"), str(out), mode, *map(str, TINY)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert_ok(proc)
-    return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)]
-
-
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shards")
-    return {mode: held(tmp, mode) for mode in ("tp", "pipeline")}
+def shards(tmp_path_factory) -> dict[str, list[dict]]:
+    """mode -> what each of 2 ranks holds after tests/shard_worker.py split the tiny GPT that way."""
+    out = tmp_path_factory.mktemp("shards")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += [str(REPO / "tests" / "shard_worker.py"), str(out), *map(str, TINY)]
+    assert_ok(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300))
+    return {m: [json.loads((out / m / f"rank-{r}.json").read_text()) for r in range(2)] for m in ("tp", "pipeline")}
 
 
 def tiny_n_params() -> int:
@@ -255,6 +251,12 @@ def problems(*overrides: str) -> str:
             "parallelism.schedule=interleaved is unknown; valid: gpipe, 1f1b",
         ),
         (
+            ["model=nano", "parallelism=pipeline", "hardware.devices=2", "parallelism.schedule=1f1b"]
+            + ["trainer.global_batch_size=8", "trainer.micro_batch_size=8"],
+            "parallelism.schedule=1f1b needs at least pp=2 micro-batches per step, but trainer.global_batch_size=8 / "
+            "(micro_batch_size=8 x dp=1) = 1; lower trainer.micro_batch_size or use parallelism.schedule=gpipe",
+        ),
+        (
             ["model=nano", "parallelism=ddp", "parallelism.tp=2", "hardware.devices=2"],
             "parallelism.tp=2 needs parallelism=tp (it is ddp); or set parallelism.tp=1",
         ),
@@ -269,7 +271,8 @@ def test_valid_model_parallel_configs_have_no_problems():
     assert (
         problems("model=nano", "parallelism=tp-fsdp", "hardware.devices=4", "trainer.micro_batch_size=8") == ""
     )  # dp=2 x tp=2
-    assert problems("model=nano", "parallelism=pipeline", "hardware.devices=2", "parallelism.schedule=1f1b") == ""
+    one_f_one_b = ["parallelism.schedule=1f1b", "trainer.micro_batch_size=4"]
+    assert problems("model=nano", "parallelism=pipeline", "hardware.devices=2", *one_f_one_b) == ""
 
 
 def test_cli_refuses_a_bad_tensor_parallel_degree_in_one_line(tmp_path):

@@ -102,6 +102,13 @@ def _model_parallel_problems(cfg, s: Sizes) -> list[str]:
     if par.name == "pipeline":
         if par.schedule not in PIPELINE_SCHEDULES:
             p.append(f"parallelism.schedule={par.schedule} is unknown; valid: {', '.join(PIPELINE_SCHEDULES)}")
+        if par.schedule == "1f1b" and 0 < s.accumulate < par.pp:
+            p.append(
+                f"parallelism.schedule=1f1b needs at least pp={par.pp} micro-batches per step, but "
+                f"trainer.global_batch_size={cfg.trainer.global_batch_size} / (micro_batch_size="
+                f"{cfg.trainer.micro_batch_size} x dp={s.dp}) = {s.accumulate}; lower trainer.micro_batch_size "
+                f"or use parallelism.schedule=gpipe"
+            )
         if cfg.zero.stage in (2, 3):
             p.append(
                 f"zero.stage={cfg.zero.stage} shards gradients across data-parallel ranks, which pipeline parallelism "

@@ -2,7 +2,8 @@
 
 single -> one device, no process group; ddp -> DistributedDataParallel over every device of every node (gloo on
 CPU, nccl on GPU); tp -> tensor parallel (+ FSDP2 over the data axis) on Lightning's ModelParallelStrategy
-(tensor_parallel.py); pipeline -> torch.distributed.pipelining stages (pipeline.py). Sharded strategies (DeepSpeed, FSDP) are built here too, importing their libraries lazily.
+(tensor_parallel.py); pipeline -> torch.distributed.pipelining stages (pipeline.py). Sharded strategies (DeepSpeed,
+FSDP) are built here too, importing their libraries lazily.
 """
 
 from __future__ import annotations
