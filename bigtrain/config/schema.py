@@ -37,13 +37,17 @@ class ModelConfig:
 
 @dataclass
 class ParallelismConfig:
-    # single | ddp (later: fsdp, deepspeed, tp, pipeline)
+    # single | ddp | tp | pipeline (later: fsdp, deepspeed)
     name: str = "single"
     # torch.distributed backend; None picks gloo on CPU and nccl on GPU.
     process_group_backend: str | None = None
     # Tensor- and pipeline-parallel degrees. The planner reads them; data-parallel size = world / (tp * pp).
     tp: int = 1
     pp: int = 1
+    # parallelism=tp: also shard every parameter over the data-parallel axis with FSDP2 (2-D parallelism).
+    fsdp: bool = False
+    # parallelism=pipeline: the micro-batch schedule, gpipe (all forwards, then all backwards) or 1f1b.
+    schedule: str = "gpipe"
 
 
 @dataclass
@@ -152,6 +156,8 @@ class TrainerConfig:
     progress: bool = True
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
+    # Resume from this checkpoint (Lightning's ckpt_path: a .ckpt file, or a sharded DeepSpeed/FSDP folder).
+    ckpt_path: str | None = None
 
 
 @dataclass

@@ -23,7 +23,8 @@ def _task_names() -> tuple[str, ...]:
 
 
 TASKS = _task_names()
-PARALLELISMS = ("single", "ddp")
+PARALLELISMS = ("single", "ddp", "tp", "pipeline")
+PIPELINE_SCHEDULES = ("gpipe", "1f1b")
 SHARDED_PARALLELISMS: tuple[str, ...] = ()  # strategies that implement zero stages and offload
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -93,6 +94,56 @@ def _plan_problems(cfg) -> list[str]:
     return p
 
 
+def _model_parallel_problems(cfg, s: Sizes, planning: bool = False) -> list[str]:
+    """Tensor- and pipeline-parallel degrees against the model, the strategy and the device count. A plan
+    (planning=True) may combine any degrees with any strategy; a launch needs the strategy that runs them."""
+    m, par, p = cfg.model, cfg.parallelism, []
+    if par.tp <= 0 or par.pp <= 0:
+        return p  # reported as non-positive already
+    if not planning and par.tp > 1 and par.name != "tp":
+        p.append(f"parallelism.tp={par.tp} needs parallelism=tp (it is {par.name}); or set parallelism.tp=1")
+    if not planning and par.pp > 1 and par.name != "pipeline":
+        p.append(f"parallelism.pp={par.pp} needs parallelism=pipeline (it is {par.name}); or set parallelism.pp=1")
+    if not planning and par.name == "tp" and par.pp != 1:
+        p.append(f"parallelism=tp runs no pipeline but parallelism.pp={par.pp}; set parallelism.pp=1")
+    if not planning and par.name == "pipeline" and par.tp != 1:
+        p.append(f"parallelism=pipeline runs no tensor parallelism but parallelism.tp={par.tp}; set parallelism.tp=1")
+    for key in ("n_head", "n_embd"):
+        if m[key] > 0 and m[key] % par.tp != 0:
+            valid = [t for t in range(1, m[key] + 1) if m[key] % t == 0 and m.n_head % t == 0 and m.n_embd % t == 0]
+            p.append(
+                f"parallelism.tp={par.tp} does not divide model.{key}={m[key]} (n_head={m.n_head}, "
+                f"n_embd={m.n_embd}); valid tp: {', '.join(map(str, valid[:8]))}"
+            )
+    if m.n_layer > 0 and par.pp > m.n_layer:
+        p.append(
+            f"parallelism.pp={par.pp} exceeds model.n_layer={m.n_layer}: a stage needs a block; use pp<={m.n_layer}"
+        )
+    if s.world > 0 and s.dp * par.tp * par.pp != s.world:
+        hw = cfg.hardware
+        p.append(
+            f"dp({s.dp}) x tp({par.tp}) x pp({par.pp}) = {s.dp * par.tp * par.pp} != device count {s.world} "
+            f"(hardware.devices={hw.devices} x hardware.nodes={hw.nodes}); use a device count that is a multiple "
+            f"of tp x pp = {par.tp * par.pp}"
+        )
+    if par.name == "pipeline":
+        if par.schedule not in PIPELINE_SCHEDULES:
+            p.append(f"parallelism.schedule={par.schedule} is unknown; valid: {', '.join(PIPELINE_SCHEDULES)}")
+        if par.schedule == "1f1b" and 0 < s.accumulate < par.pp:
+            p.append(
+                f"parallelism.schedule=1f1b needs at least pp={par.pp} micro-batches per step, but "
+                f"trainer.global_batch_size={cfg.trainer.global_batch_size} / (micro_batch_size="
+                f"{cfg.trainer.micro_batch_size} x dp={s.dp}) = {s.accumulate}; lower trainer.micro_batch_size "
+                f"or use parallelism.schedule=gpipe"
+            )
+        if cfg.zero.stage in (2, 3):
+            p.append(
+                f"zero.stage={cfg.zero.stage} shards gradients across data-parallel ranks, which pipeline parallelism "
+                f"cannot combine with (DeepSpeed refuses it too); use zero.stage 0 or 1 with parallelism=pipeline"
+            )
+    return p
+
+
 def problems_of(cfg, planning: bool = False) -> list[str]:
     """Every broken rule of the composed config, as phrases (empty when valid).
 
@@ -129,21 +180,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
             f"= {hw.devices * hw.nodes}; use parallelism=ddp, or hardware.devices=1 hardware.nodes=1"
         )
     s = sizes(cfg)
-    if par.tp > 0 and par.pp > 0 and s.world % (par.tp * par.pp) != 0:
-        p.append(
-            f"world size {s.world} (hardware.devices={hw.devices} x hardware.nodes={hw.nodes}) is not divisible by "
-            f"parallelism.tp={par.tp} x parallelism.pp={par.pp}, so dp x tp x pp cannot equal the device count"
-        )
-    if par.tp > 0 and m.n_head > 0 and m.n_head % par.tp != 0:
-        p.append(
-            f"parallelism.tp={par.tp} does not divide model.n_head={m.n_head} (each tensor-parallel rank holds whole "
-            f"heads); valid tp: {_divisors(m.n_head)}"
-        )
-    if par.pp > 0 and m.n_layer > 0 and m.n_layer % par.pp != 0:
-        p.append(
-            f"parallelism.pp={par.pp} does not divide model.n_layer={m.n_layer} (equal pipeline stages); "
-            f"valid pp: {_divisors(m.n_layer)}"
-        )
+    p += _model_parallel_problems(cfg, s, planning)
 
     if cfg.zero.stage not in (0, 1, 2, 3):
         p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")

@@ -90,7 +90,11 @@ class GPTDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
-            self.dp_rank, self.dp_size = self.trainer.global_rank, self.trainer.world_size
+            # Data-parallel rank and size: under tensor or pipeline parallelism several ranks share one batch, and
+            # the strategy says how (Lightning's own sampler contract); single-device strategies have no such key.
+            shard = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
+            self.dp_rank = shard.get("rank", self.trainer.global_rank)
+            self.dp_size = shard.get("num_replicas", self.trainer.world_size)
 
     def _windows(self, split: str, stream: int) -> TokenWindows:
         return TokenWindows(

@@ -101,11 +101,13 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split(self.n_head * self.head_dim, dim=2)
+        q, k, v = self.c_attn(x).chunk(3, dim=2)
+        # Heads counted from the tensor, not the config: a tensor-parallel rank holds only its share of them.
+        nh = q.size(-1) // self.head_dim
         # (B, T, nh * hs) -> (B, nh, T, hs)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        q = q.view(B, T, nh, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, nh, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, nh, self.head_dim).transpose(1, 2)
         if cache is None or cache.length == 0:
             if cache is not None:
                 cache.append(self.layer, k, v)  # the prompt: plain causal attention, keys kept for later
@@ -120,7 +122,7 @@ class CausalSelfAttention(nn.Module):
             if T > 1:
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
 

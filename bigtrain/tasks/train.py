@@ -59,7 +59,7 @@ def run(cfg, run_dir: Path) -> dict:
     planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
 
-    checkpoint = find_resume_checkpoint(cfg.resume, run_dir)
+    checkpoint = find_resume_checkpoint(cfg.resume or cfg.trainer.ckpt_path, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     if cfg.init_from:
         from bigtrain.checkpoint_io import check_init_from
@@ -85,6 +85,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     from bigtrain.training.loggers import build_loggers
     from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.module import GPTLightningModule
+    from bigtrain.training.pipeline_module import PipelineGPTModule
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
     from bigtrain.training.summary import print_summary, write_summary
@@ -95,17 +96,22 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     s = sizes(cfg)
     pl.seed_everything(tr.seed, workers=True, verbose=False)
     tokens_per_step = tr.global_batch_size * cfg.model.block_size
+    pipelined = cfg.parallelism.name == "pipeline"
+    # A pipelined step takes the data-parallel rank's whole batch as one item and the schedule splits it into
+    # micro-batches (it draws the windows an unpipelined run with micro_batch_size = global / dp draws).
+    loader_batch, accumulate = (tr.global_batch_size // s.dp, 1) if pipelined else (tr.micro_batch_size, s.accumulate)
 
     datamodule = GPTDataModule(
         cfg.data.prepared_dir,
         cfg.model.block_size,
-        tr.micro_batch_size,
-        s.accumulate,
+        loader_batch,
+        accumulate,
         tr.val_batches,
         tr.seed,
         cfg.data.num_workers,
     )
-    module = GPTLightningModule(
+    module_cls = PipelineGPTModule if pipelined else GPTLightningModule  # manual optimization, see its docstring
+    module = module_cls(
         cfg.model,
         cfg.optim,
         tr.max_steps,
@@ -133,9 +139,9 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         strategy=build_strategy(cfg, run_dir),
         precision=tr.precision,
         max_steps=tr.max_steps,
-        accumulate_grad_batches=s.accumulate,
-        gradient_clip_val=cfg.optim.grad_clip or None,
-        val_check_interval=tr.val_check_interval * s.accumulate,  # Lightning counts micro-batches here
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=None if pipelined else cfg.optim.grad_clip or None,  # the pipeline module clips itself
+        val_check_interval=tr.val_check_interval * accumulate,  # Lightning counts micro-batches here
         check_val_every_n_epoch=None,
         limit_val_batches=tr.val_batches,
         num_sanity_val_steps=0,
@@ -157,7 +163,9 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    sample = write_sample(cfg, module, run_dir) if stop.received is None else None
+    # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
+    can_sample = stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
+    sample = write_sample(cfg, module, run_dir) if can_sample else None
     first = bookends.first[1] if bookends.first else None
     final = bookends.final[1] if bookends.final else None
     summary = {

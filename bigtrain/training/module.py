@@ -48,12 +48,16 @@ class GPTLightningModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:  # Lightning may call this more than once (e.g. on resume)
-            self.model = GPT(self.gpt_config)
+            model = GPT(self.gpt_config)
             if self.init_from:
                 from bigtrain.checkpoint_io import load_model, locate
 
                 # Weights only: the optimizer, schedule and step count start fresh (train.run checked the fit).
-                self.model.load_state_dict(load_model(locate(self.init_from, "init_from")).state_dict())
+                model.load_state_dict(load_model(locate(self.init_from, "init_from")).state_dict())
+            # A model-parallel strategy (bigtrain/parallel) shards or splits the model here, the hook Lightning
+            # expects it in; the module itself stays parallelism-agnostic.
+            parallelize = getattr(getattr(self._trainer, "strategy", None), "parallelize_model", None)
+            self.model = parallelize(model) if parallelize is not None else model
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -84,6 +88,8 @@ class GPTLightningModule(pl.LightningModule):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+                if hasattr(norm, "full_tensor"):  # a DTensor (tensor parallel): reduce the partial norms
+                    norm = norm.full_tensor()
                 self.log("train/grad_norm", norm, rank_zero_only=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

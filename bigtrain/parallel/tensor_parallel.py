@@ -1,0 +1,130 @@
+"""Tensor parallelism (Megatron-LM's column/row split, through DTensor) and FSDP2 over the data axis: `parallelize_gpt`.
+
+Per block, the attention's q, k and v projections and the MLP's first layer are split by output columns
+(ColwiseParallel: each rank computes whole heads / a slice of the 4*C hidden units), the two output projections by
+input rows (RowwiseParallel: partial sums, all-reduced). One all-reduce per sub-layer in each direction; everything
+between (SDPA, GELU) runs on local shards. `CausalSelfAttention` counts its heads from the tensor, so a rank with
+n_head / tp heads needs no change to the model.
+
+The token table and the output head share one row-sharded (vocab-parallel) matrix, tied as in the unsharded GPT.
+The position table and LayerNorms stay whole on every tensor-parallel rank, as Replicate DTensors on the same mesh:
+every parameter is then a DTensor on one mesh, which torch's gradient-norm clipping and FSDP2 (`fully_shard` over
+the data axis, stacking a second shard dimension on top: 2-D) need. Their gradients come out identical on every TP
+rank: the backward of each column-parallel layer all-reduces the gradient of its (replicated) input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pytorch_lightning.strategies import ModelParallelStrategy
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Replicate, distribute_module
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+from bigtrain.parallel.launcher import configure_run_dir_launcher
+
+DP, TP = "data_parallel", "tensor_parallel"  # Lightning's ModelParallelStrategy names its mesh axes so
+
+
+class SplitQKV(nn.Module):
+    """The fused c_attn (q, k, v for all heads) as three Linear layers with the same rows.
+
+    Column-sharding the fused (3 * attn_dim, C) matrix would hand rank 0 all of q and half of k; sharding q, k and v
+    separately gives every rank whole heads of each. The forward concatenates the local outputs in (q, k, v) order,
+    which is what `CausalSelfAttention` splits. Checkpoint keys become `c_attn.{q,k,v}.weight` under TP."""
+
+    def __init__(self, fused: nn.Linear):
+        super().__init__()
+        width = fused.out_features // 3
+        parts = []
+        for i in range(3):
+            part = nn.Linear(fused.in_features, width, bias=fused.bias is not None, device="meta")
+            part.weight = nn.Parameter(fused.weight.detach()[i * width : (i + 1) * width].clone())
+            if fused.bias is not None:
+                part.bias = nn.Parameter(fused.bias.detach()[i * width : (i + 1) * width].clone())
+            parts.append(part)
+        self.q, self.k, self.v = parts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)  # (B, T, 3 * local heads * hs)
+
+
+def _inputs_to_replicate(module: nn.Module, inputs: tuple, mesh: DeviceMesh) -> tuple:
+    return tuple(
+        DTensor.from_local(a, mesh, [Replicate()], run_check=False)
+        if isinstance(a, torch.Tensor) and not isinstance(a, DTensor)
+        else a
+        for a in inputs
+    )
+
+
+def _output_to_local(module: nn.Module, output, mesh: DeviceMesh):
+    return output.to_local() if isinstance(output, DTensor) else output
+
+
+def replicate(module: nn.Module, mesh: DeviceMesh) -> None:
+    """Make module's own parameters Replicate DTensors on mesh; it takes and returns plain (identical) tensors."""
+    distribute_module(module, mesh, input_fn=_inputs_to_replicate, output_fn=_output_to_local)
+
+
+def tensor_parallelize(model: nn.Module, tp_mesh: DeviceMesh) -> nn.Module:
+    """Shard a bigtrain GPT's blocks over tp_mesh in place (see the module docstring); returns the model."""
+    for block in model.transformer.h:
+        block.attn.c_attn = SplitQKV(block.attn.c_attn)
+        parallelize_module(
+            block,
+            tp_mesh,
+            {
+                "attn.c_attn.q": ColwiseParallel(),
+                "attn.c_attn.k": ColwiseParallel(),
+                "attn.c_attn.v": ColwiseParallel(),
+                "attn.c_proj": RowwiseParallel(),
+                "mlp.c_fc": ColwiseParallel(),
+                "mlp.c_proj": RowwiseParallel(),
+            },
+        )
+        replicate(block.ln_1, tp_mesh)
+        replicate(block.ln_2, tp_mesh)
+    t = model.transformer
+    # Vocabulary-parallel token table and output head (Megatron-LM): both shard the tied (vocab, C) matrix by rows,
+    # so one DTensor serves both ends. The lookup is masked per rank and all-reduced; the logits are all-gathered.
+    parallelize_module(t.wte, tp_mesh, RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()))
+    model.lm_head.weight = t.wte.weight
+    parallelize_module(model.lm_head, tp_mesh, ColwiseParallel(output_layouts=Replicate()))
+    model.lm_head.weight = t.wte.weight  # parallelize_module wrapped it in a new Parameter: tie them again
+    for module in (t.wpe, t.ln_f):
+        replicate(module, tp_mesh)
+    return model
+
+
+def parallelize_gpt(model: nn.Module, mesh: DeviceMesh, fsdp: bool) -> nn.Module:
+    """Tensor parallelism over mesh's TP axis, then (fsdp) FSDP2 over its data axis: per block and the root."""
+    tensor_parallelize(model, mesh[TP])
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh[DP]
+        for block in model.transformer.h:
+            fully_shard(block, mesh=dp_mesh)
+        fully_shard(model, mesh=dp_mesh)  # embeddings, final norm and the tied head
+    return model
+
+
+class TensorParallelStrategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy (a data_parallel x tensor_parallel device mesh, distributed checkpoints)
+    with bigtrain's launcher for the extra local ranks and the GPT's parallelize step as `parallelize_model`, which
+    the LightningModule calls from configure_model (where this strategy expects parallelization to happen)."""
+
+    def __init__(self, run_dir: Path, fsdp: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir, self.fsdp = run_dir, fsdp
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        configure_run_dir_launcher(self, self.run_dir)
+
+    def parallelize_model(self, model: nn.Module) -> nn.Module:
+        return parallelize_gpt(model, self.device_mesh, self.fsdp)
