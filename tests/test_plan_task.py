@@ -188,11 +188,11 @@ def test_recipes_plan_as_their_headers_say(recipe):
     ("overrides", "message"),
     [
         (["parallelism.tp=3"], "parallelism.tp=3 does not divide model.n_head=4"),
-        (["parallelism=ddp", "hardware.devices=6", "parallelism.tp=4"], "dp x tp x pp cannot equal the device count"),
+        (["parallelism=ddp", "hardware.devices=6", "parallelism.tp=4"], "dp(1) x tp(4) x pp(1) = 4 != device count 6"),
         (["zero.stage=5"], "zero.stage=5 is unknown; valid: 0, 1, 2, 3"),
         (["trainer.micro_batch_size=-4"], "trainer.micro_batch_size=-4 must be a positive number"),
         (["trainer.global_batch_size=-16"], "trainer.global_batch_size=-16 must be a positive number"),
-        (["parallelism.pp=3"], "parallelism.pp=3 does not divide model.n_layer=4"),
+        (["parallelism.pp=5"], "parallelism.pp=5 exceeds model.n_layer=4"),
         (["plan.format=xml"], "plan.format=xml is unknown; valid: table, json"),
         (["plan.mfu=1.5"], "plan.mfu=1.5 must be in (0, 1]"),
         (["plan.activation_recompute=some"], "plan.activation_recompute=some is unknown"),
