@@ -159,6 +159,8 @@ class BigtrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # task=report: the multirun directory whose comparison report to (re)build.
+    sweep_dir: str | None = None
     # Free-form notes a recipe carries (its expected result); not read by code.
     notes: dict[str, Any] = field(default_factory=dict)
 
