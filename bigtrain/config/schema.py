@@ -85,6 +85,9 @@ class HardwareConfig:
     price_per_device_hour: float = 0.05  # USD, on-demand list price
     precision: str = "32-true"  # the default training precision on this hardware
     cpus_per_device: int = 1  # for the SLURM launcher
+    # SLURM (hydra/launcher=slurm): the partition to submit to (None: the cluster's default) and the time limit.
+    slurm_partition: str | None = None
+    slurm_time_limit_min: int = 60
 
 
 @dataclass
@@ -166,6 +169,9 @@ class BigtrainConfig:
 
 
 def register_configs() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    """Put the schemas into Hydra's ConfigStore and bigtrain's resolvers into OmegaConf (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BigtrainConfig)
+    from bigtrain.config.resolvers import register_resolvers
+
+    register_resolvers()

@@ -166,6 +166,8 @@ def problems_of(cfg) -> list[str]:
         )
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        p.append(f"logger.mode={cfg.logger.mode} is unknown; valid: offline, online, disabled")
     return p
 
 
@@ -192,11 +194,22 @@ def local_device_problems(cfg) -> list[str]:
     return []
 
 
+def wandb_problems(cfg) -> list[str]:
+    """logger=wandb online needs a key, or wandb.init would wait on a login prompt or the network."""
+    if cfg.logger.name != "wandb" or cfg.logger.mode != "online" or os.environ.get("WANDB_MODE") == "offline":
+        return []
+    netrc = os.path.expanduser("~/.netrc")
+    has_login = os.path.isfile(netrc) and "api.wandb.ai" in open(netrc).read()
+    if os.environ.get("WANDB_API_KEY") or has_login:
+        return []
+    return ["logger.mode=online needs WANDB_API_KEY (or `wandb login`); use logger.mode=offline and `wandb sync` later"]
+
+
 def validate(cfg, launching: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
     problems = problems_of(cfg)
     if launching and not problems:
-        problems = local_device_problems(cfg)
+        problems = local_device_problems(cfg) + wandb_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
             import torch
 

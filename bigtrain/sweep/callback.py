@@ -10,6 +10,7 @@ also built at interpreter exit when the sweep ended in an error: a failed point 
 from __future__ import annotations
 
 import atexit
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ class SweepReport(Callback):
         self._report()
 
     def _report_at_exit(self) -> None:
-        if self._pending is not None:
-            print("bigtrain: the sweep ended with failed points; building the report of what ran")
+        if self._pending is not None and self._pending.is_dir():
+            print("bigtrain: the sweep ended with an error; building the report of what ran", flush=True)
             self._report()
 
     def _report(self) -> None:
@@ -58,8 +59,19 @@ class SweepReport(Callback):
             )
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if self.enabled and _is_sweep_point(config) and is_rank_zero():
-            from hydra.core.utils import JobStatus
+        if not (self.enabled and _is_sweep_point(config)):
+            return
+        from hydra.core.utils import JobStatus
 
-            ok = job_return.status == JobStatus.COMPLETED
-            job_ended(Path(config.hydra.runtime.output_dir), ok, None if ok else job_return._return_value)
+        ok = job_return.status == JobStatus.COMPLETED
+        if ok and is_rank_zero():
+            job_ended(Path(config.hydra.runtime.output_dir), True)
+        elif not ok:
+            rank = os.environ.get("SLURM_PROCID", "0")
+            error = job_return._return_value
+            job_ended(Path(config.hydra.runtime.output_dir), False, error if rank == "0" else f"rank {rank}: {error}")
+            if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+                # The other tasks would wait for this one forever; end the step once submitit recorded the result.
+                from bigtrain.sweep.slurm_jobs import end_job_step
+
+                atexit.register(end_job_step)

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bigtrain.sweep.status import ALIVE_SLURM_STATES, read_status, slurm_state
+from bigtrain.sweep.slurm_jobs import ALIVE_SLURM_STATES, slurm_state
+from bigtrain.sweep.status import read_status
 
 # plan.json keys for the planned per-device memory and throughput, in order of preference.
 PLANNED_MEMORY_KEYS = ("peak_memory_bytes", "memory_per_device_bytes", "total_bytes", "memory_bytes")

@@ -13,6 +13,8 @@ import socket
 import time
 from pathlib import Path
 
+from bigtrain.sweep.slurm_jobs import slurm_job_id
+
 STATUS_FILE = "status.json"
 
 
@@ -22,13 +24,6 @@ def is_rank_zero() -> bool:
         if var in os.environ:
             return os.environ[var] == "0"
     return True
-
-
-def slurm_job_id() -> str | None:
-    """The id `scontrol`/`sacct` know this job by: ARRAY_TASK form for array jobs (submitit submits arrays)."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def read_status(run_dir: Path) -> dict | None:
@@ -64,28 +59,12 @@ def job_started(run_dir: Path, overrides: list[str], job_num: int) -> dict:
     )
 
 
-def job_ended(run_dir: Path, ok: bool, error: BaseException | None = None) -> dict:
+def job_ended(run_dir: Path, ok: bool, error: BaseException | str | None = None) -> dict:
     ended = time.time()
     started = (read_status(run_dir) or {}).get("started", ended)
-    line = f"{type(error).__name__}: {error}".splitlines()[0] if error is not None else None
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}"
+    line = str(error).strip().splitlines()[0] if error is not None else None
     return write_status(
         run_dir, status="completed" if ok else "failed", ended=ended, wall_s=ended - started, error=line
     )
-
-
-ALIVE_SLURM_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
-
-
-def slurm_state(job_id: str) -> str | None:
-    """SLURM's state for a job (RUNNING, CANCELLED, ...) or None where SLURM cannot say (no squeue, job forgotten)."""
-    import shutil
-    import subprocess
-
-    if not job_id or shutil.which("squeue") is None:
-        return None
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    states = out.stdout.split()
-    return states[0] if out.returncode == 0 and states else None

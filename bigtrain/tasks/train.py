@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from bigtrain.config import sizes, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
+from bigtrain.parallel.slurm import cluster_plugins, requeued_checkpoint, slurm_global_rank, wait_for_file
 
 CONFIG_FILE = "config.yaml"
 
@@ -36,13 +37,21 @@ def prepared_data(cfg, progress: bool = True) -> Path:
 def save_run_config(cfg, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp = path.with_suffix(".yaml.tmp")  # atomic: other SLURM tasks poll for this file
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(path)
     return path
 
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    if slurm_global_rank() != 0:
+        # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
+        from bigtrain.worker import load_run_config
+
+        wait_for_file(run_dir / CONFIG_FILE, timeout_s=1800, what="the resolved config, after data preparation")
+        return fit(load_run_config(run_dir), run_dir, started=started)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     return fit(cfg, run_dir, started=started)
@@ -92,6 +101,17 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     ]
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
+    resume_from = requeued_checkpoint(run_dir)
+    loggers = build_loggers(cfg, run_dir, resume_from)
+    if cfg.logger.name == "wandb":
+        from bigtrain.training.loggers import WandbIdInCheckpoint, wandb_run_id
+
+        callbacks.append(WandbIdInCheckpoint(wandb_run_id(run_dir, resume_from)))
+    plugins = cluster_plugins()
+    if plugins:  # a SLURM job: checkpoint + requeue on the time-limit / preemption signal
+        from bigtrain.training.requeue import RequeueOnSignal
+
+        callbacks.append(RequeueOnSignal(run_dir))
     trainer = pl.Trainer(
         accelerator=cfg.hardware.accelerator,
         devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
@@ -106,15 +126,16 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         limit_val_batches=tr.val_batches,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards by rank itself (deterministic, resumable)
-        logger=build_loggers(cfg, run_dir),
+        logger=loggers,
         callbacks=callbacks,
         log_every_n_steps=tr.log_every_n_steps,
         enable_progress_bar=tr.progress,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
+        plugins=plugins,
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
     if not trainer.is_global_zero:
