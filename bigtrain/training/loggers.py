@@ -8,6 +8,7 @@ network; online without an API key is refused by validation before anything runs
 
 from __future__ import annotations
 
+import csv
 import os
 import secrets
 import string
@@ -59,8 +60,24 @@ class WandbIdInCheckpoint(pl.Callback):
             checkpoint[CHECKPOINT_KEY] = self.run_id
 
 
+def continue_metrics_file(logger: CSVLogger) -> None:
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; a resumed run keeps the rows of the
+    attempts before it and appends (given the old header, the writer rewrites the file with the union of keys)."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if rank_zero_only.rank != 0 or not path.is_file():
+        return
+    previous = path.read_text()
+    header = next(csv.reader(previous.splitlines()), [])
+    writer = logger.experiment  # created here; it removes the file
+    path.write_text(previous)
+    writer.metrics_keys = sorted(header)
+
+
 def build_loggers(cfg, run_dir: Path, ckpt_path: Path | None = None) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+    if ckpt_path is not None:
+        continue_metrics_file(csv_logger)
+    loggers: list[Logger] = [csv_logger]
     lg = cfg.logger
     if lg.name == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger

@@ -3,7 +3,8 @@
 submitit's sbatch script asks SLURM for `--signal=USR2@signal_delay_s` (hydra.launcher.signal_delay_s), sent to
 every task. A signal arrives in the middle of a step, and at different moments on different ranks, so the handler
 only raises a flag; after each optimizer step the ranks agree on it (a max-reduce of one number), all save
-run_dir/checkpoints/last.ckpt together, rank zero runs `scontrol requeue`, and the job exits without a result.
+run_dir/checkpoints/last.ckpt together, rank zero runs `scontrol requeue`, and every task exits at once without
+a result.
 SLURM restarts the same job (same job id, SLURM_RESTART_COUNT + 1); submitit re-runs the same sweep point in the
 same run directory, which resumes from that checkpoint (tasks/train.py) and continues the same wandb run.
 
@@ -14,10 +15,10 @@ collectives (and it does not install itself when submitit already holds the sign
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -25,16 +26,14 @@ import torch
 
 from bigtrain.sweep.slurm_jobs import slurm_job_id
 
-log = logging.getLogger(__name__)
-
 
 def requeue_signal() -> signal.Signals:
     """The signal submitit asks SLURM for (SUBMITIT_PREEMPT_SIGNAL, default USR2)."""
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
-class Requeued(SystemExit):
-    """Ends the job after checkpoint + requeue: a SystemExit, so neither Hydra nor submitit records a result."""
+# Exit status of a task that checkpointed and requeued its job (a SLURM requeue ignores it).
+EXIT_REQUEUED = 3
 
 
 class RequeueOnSignal(pl.Callback):
@@ -59,12 +58,18 @@ class RequeueOnSignal(pl.Callback):
         flag = trainer.strategy.reduce(torch.tensor(float(self.signalled), device=module.device), reduce_op="max")
         if float(flag) == 0.0:
             return
+        # Lightning logs this step's metrics only after the batch-end hooks; log them now, or the step that the
+        # checkpoint ends on would be missing from metrics.csv and wandb (the resumed run starts after it).
+        if hasattr(trainer, "_logger_connector"):
+            trainer._logger_connector.update_train_step_metrics()
         trainer.save_checkpoint(self.checkpoint_path)  # every rank: sharded strategies save their own shards
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.save()
                 if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
                     logger.experiment.finish()  # flush the wandb run: the requeued job continues it by id
+        trainer.strategy.barrier("requeue")  # the last collective: after it, ranks leave one by one
+        if trainer.is_global_zero:
             job = slurm_job_id()
             print(
                 f"bigtrain: requeue signal: checkpoint at step {trainer.global_step} -> {self.checkpoint_path}; "
@@ -72,5 +77,9 @@ class RequeueOnSignal(pl.Callback):
                 flush=True,
             )
             subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
-        trainer.strategy.barrier("requeue")
-        raise Requeued(0)
+        # Leave now, without unwinding: SLURM is already ending this instance, and an orderly exit would let a
+        # teardown error (a peer rank already gone) reach Hydra and submitit, which would record this point as
+        # finished with an error while SLURM runs it again.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_REQUEUED)
