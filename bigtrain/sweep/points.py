@@ -98,8 +98,10 @@ def read_point(run_dir: Path, sweep_over: bool) -> Point:
         if slurm in ALIVE_SLURM_STATES:
             state = "running"
         else:
-            how = f"SLURM job {status.get('slurm_job_id')} {slurm}" if slurm else "the job"
-            state, error = "failed", error or f"no result: {how} was cancelled or killed before it finished"
+            why = (
+                f"SLURM job {status.get('slurm_job_id')} ended {slurm}" if slurm else "the job was cancelled or killed"
+            )
+            state, error = "failed", error or f"no result: {why} before it finished"
     return Point(
         name=run_dir.name,
         run_dir=run_dir,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 from bigtrain.sweep.points import (
@@ -137,7 +138,10 @@ def plot_throughput_memory(sweep_dir: Path, rows: list[dict]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['point']}\n{r['overrides']}" if r["overrides"] else r["point"] for r in rows]
+    # Point number and what it varied, wrapped and capped so long override lists cannot squeeze the plots away.
+    labels = [
+        "\n".join([r["point"], *textwrap.wrap(r["overrides"], 28, max_lines=4, placeholder=" ...")]) for r in rows
+    ]
     x = range(len(rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.8))
     for ax, key, planned, title in (

@@ -21,11 +21,14 @@ ALIVE_SLURM_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETI
 
 
 def slurm_state(job_id: str) -> str | None:
-    """SLURM's state for a job (RUNNING, CANCELLED, ...) or None where SLURM cannot say (no squeue, job forgotten)."""
+    """SLURM's state for a job (RUNNING, CANCELLED, ...) or None where SLURM cannot say (no squeue, or the job ended
+    longer ago than the controller keeps finished jobs: MinJobAge)."""
     if not job_id or shutil.which("squeue") is None:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     states = out.stdout.split()
