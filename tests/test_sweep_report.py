@@ -116,6 +116,10 @@ def test_report_of_a_partly_finished_sweep(tmp_path):
     assert live[0]["error"] == "ValueError: boom"
     assert (live[1]["final_train_loss"], live[1]["final_val_loss"]) == (5.0, 5.4)
 
+    # This test process wrote point 1's status, so it is alive: still running even for a finished sweep's report.
+    assert build_report(sweep_dir, sweep_over=True, quiet=True)["rows"][1]["status"] == "running"
+    status = json.loads((sweep_dir / "1" / "status.json").read_text())
+    (sweep_dir / "1" / "status.json").write_text(json.dumps({**status, "pid": 2**22 + 1}))  # above Linux's pid_max
     over = build_report(sweep_dir, sweep_over=True, quiet=True)["rows"]
     assert over[1]["status"] == "failed" and "cancelled or killed" in over[1]["error"]
     assert_report_files(sweep_dir)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bigtrain.sweep.slurm_jobs import ALIVE_SLURM_STATES, slurm_state
-from bigtrain.sweep.status import read_status
+from bigtrain.sweep.status import process_alive, read_status
 
 # plan.json keys for the planned per-device memory and throughput, in order of preference.
 PLANNED_MEMORY_KEYS = ("peak_memory_bytes", "memory_per_device_bytes", "total_bytes", "memory_bytes")
@@ -93,9 +93,10 @@ def read_point(run_dir: Path, sweep_over: bool) -> Point:
     error = status.get("error")
     if sweep_over and state in ("running", "unknown"):
         # The sweep has returned, so this job will not report any more: it was cancelled or killed from outside.
-        # Unless SLURM still runs it (a sweep stops waiting at its first failed job).
+        # Unless SLURM still runs it (a sweep stops waiting at its first failed job), or its process still runs here
+        # (task=report on a sweep in progress).
         slurm = slurm_state(status.get("slurm_job_id"))
-        if slurm in ALIVE_SLURM_STATES:
+        if slurm in ALIVE_SLURM_STATES or (slurm is None and process_alive(status)):
             state = "running"
         else:
             why = (

@@ -54,6 +54,7 @@ def job_started(run_dir: Path, overrides: list[str], job_num: int) -> dict:
         started=previous.get("started", time.time()),  # a requeued job keeps its first start
         attempts=previous.get("attempts", 0) + 1,
         host=socket.gethostname(),
+        pid=os.getpid(),
         slurm_job_id=slurm_job_id(),
         error=None,
     )
@@ -68,3 +69,14 @@ def job_ended(run_dir: Path, ok: bool, error: BaseException | str | None = None)
     return write_status(
         run_dir, status="completed" if ok else "failed", ended=ended, wall_s=ended - started, error=line
     )
+
+
+def process_alive(status: dict) -> bool:
+    """The job's process still runs on this host (a point of a basic-launcher sweep that is still going)."""
+    if status.get("host") != socket.gethostname() or not status.get("pid"):
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except (OSError, ValueError):
+        return False
+    return True
