@@ -36,11 +36,30 @@ def test_cpu_hardware_asks_for_no_gpus_and_everything_can_be_overridden():
 
 
 def test_wandb_online_without_a_key_is_refused_before_anything_runs(tmp_path, monkeypatch):
-    from conftest import run_bigtrain
+    import pytest
+    from conftest import compose
+
+    from bigtrain.config import validate
+    from bigtrain.errors import ConfigError
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
-    proc = run_bigtrain("logger=wandb", "logger.mode=online", run_dir=tmp_path / "run", env={"WANDB_MODE": ""})
-    assert proc.returncode == 2
-    assert "bigtrain: error: logger.mode=online needs WANDB_API_KEY" in proc.stderr
-    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="logger.mode=online needs WANDB_API_KEY"):
+        validate(compose("logger=wandb", "logger.mode=online"), launching=True)
+    validate(compose("logger=wandb"), launching=True)  # offline needs nothing
+
+
+def test_ranks_started_by_srun_share_one_run_directory(monkeypatch):
+    from conftest import compose
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    compose()  # registers bigtrain's resolvers
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", return_hydra_config=True)
+    assert cfg.hydra.run.dir.endswith("/slurm-77-0")

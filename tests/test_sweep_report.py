@@ -126,12 +126,12 @@ def test_report_of_a_partly_finished_sweep(tmp_path):
 
 
 def test_report_task_refuses_a_directory_without_points(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "bigtrain", "task=report", f"sweep_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert f"bigtrain: error: sweep_dir={tmp_path} holds no sweep points" in proc.stderr
+    from conftest import compose
+
+    from bigtrain.errors import ConfigError
+    from bigtrain.tasks.report import run
+
+    with pytest.raises(ConfigError, match=f"sweep_dir={tmp_path} holds no sweep points"):
+        run(compose("task=report", f"sweep_dir={tmp_path}"), tmp_path / "r")
+    with pytest.raises(ConfigError, match="task=report needs sweep_dir=DIR"):
+        run(compose("task=report"), tmp_path / "r")
