@@ -1,7 +1,8 @@
 """`python -m bigtrain [overrides]`: compose the config with Hydra and run the chosen task.
 
 A BigtrainError (bad config, bad data) prints one line and exits with status 2; in a multirun sweep it is
-re-raised instead so Hydra marks that point failed and carries on with the others.
+re-raised instead so Hydra marks that point failed and carries on with the others. Under the Optuna sweeper the
+job returns its final validation loss, the objective.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return run_task(cfg, run_dir)
+        result = run_task(cfg, run_dir)
     except BigtrainError as e:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # Hydra made it; a refused run leaves nothing behind
@@ -36,6 +37,10 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         print(f"bigtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+        # Optuna's sweeper minimises the number a job returns: the run's final validation loss.
+        return (result or {}).get("final_val_loss", float("nan"))
+    return result
 
 
 def precheck(args: list[str]) -> None:

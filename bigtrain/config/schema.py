@@ -94,6 +94,9 @@ class HardwareConfig:
     nvme_capacity_gib: float = 0.0
     precision: str = "32-true"  # the default training precision on this hardware
     cpus_per_device: int = 1  # for the SLURM launcher
+    # SLURM (hydra/launcher=slurm): the partition to submit to (None: the cluster's default) and the time limit.
+    slurm_partition: str | None = None
+    slurm_time_limit_min: int = 60
 
 
 @dataclass
@@ -236,11 +239,16 @@ class BigtrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    # task=report: the multirun directory whose comparison report to (re)build.
+    sweep_dir: str | None = None
     # Free-form notes a recipe carries (its expected result); not read by code.
     notes: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
-    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    """Put the schemas into Hydra's ConfigStore and bigtrain's resolvers into OmegaConf (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=BigtrainConfig)
+    from bigtrain.config.resolvers import register_resolvers
+
+    register_resolvers()

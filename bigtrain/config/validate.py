@@ -258,6 +258,8 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
     p += _use_problems(cfg)
     if "plan" in cfg:
         p += _plan_problems(cfg)
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        p.append(f"logger.mode={cfg.logger.mode} is unknown; valid: offline, online, disabled")
     return p
 
 
@@ -349,11 +351,22 @@ def local_device_problems(cfg) -> list[str]:
     return []
 
 
+def wandb_problems(cfg) -> list[str]:
+    """logger=wandb online needs a key, or wandb.init would wait on a login prompt or the network."""
+    if cfg.logger.name != "wandb" or cfg.logger.mode != "online" or os.environ.get("WANDB_MODE") == "offline":
+        return []
+    netrc = os.path.expanduser("~/.netrc")
+    has_login = os.path.isfile(netrc) and "api.wandb.ai" in open(netrc).read()
+    if os.environ.get("WANDB_API_KEY") or has_login:
+        return []
+    return ["logger.mode=online needs WANDB_API_KEY (or `wandb login`); use logger.mode=offline and `wandb sync` later"]
+
+
 def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
     problems = problems_of(cfg, planning=planning)
     if launching and not problems:
-        problems = local_device_problems(cfg)
+        problems = local_device_problems(cfg) + wandb_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
             import torch
 

@@ -40,7 +40,11 @@ class RunDirLauncher(_SubprocessScriptLauncher):
 
 def configure_run_dir_launcher(strategy, run_dir: Path) -> None:
     """Give a DDP-family strategy (DDP, DeepSpeed, FSDP) bigtrain's launcher instead of Lightning's default."""
-    if getattr(strategy, "_start_method", "popen") == "popen" and strategy.cluster_environment is not None:
-        strategy._launcher = RunDirLauncher(
-            strategy.cluster_environment, strategy.num_processes, strategy.num_nodes, run_dir
-        )
+    env = strategy.cluster_environment
+    # SLURM (and torchrun) start every rank themselves: nothing to spawn.
+    if (
+        getattr(strategy, "_start_method", "popen") == "popen"
+        and env is not None
+        and not env.creates_processes_externally
+    ):
+        strategy._launcher = RunDirLauncher(env, strategy.num_processes, strategy.num_nodes, run_dir)

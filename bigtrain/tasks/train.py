@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from bigtrain.config import sizes, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
+from bigtrain.parallel.slurm import cluster_plugins, requeued_checkpoint, slurm_global_rank, wait_for_file
 from bigtrain.plan import preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
@@ -56,10 +57,18 @@ def save_run_config(cfg, run_dir: Path) -> Path:
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    if slurm_global_rank() != 0:
+        # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
+        from bigtrain.worker import load_run_config
+
+        wait_for_file(run_dir / CONFIG_FILE, timeout_s=1800, what="the resolved config, after data preparation")
+        return fit(load_run_config(run_dir), run_dir, started=started)
     planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
 
-    checkpoint = find_resume_checkpoint(cfg.resume or cfg.trainer.ckpt_path, run_dir)
+    # A requeued SLURM attempt resumes its own run directory, as resume=auto would.
+    resume = cfg.resume or cfg.trainer.ckpt_path or ("auto" if requeued_checkpoint(run_dir) else None)
+    checkpoint = find_resume_checkpoint(resume, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     if cfg.init_from:
         from bigtrain.checkpoint_io import check_init_from
@@ -132,6 +141,20 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     ]
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
+    resume_from = Path(cfg.resume) if cfg.resume else None  # resolved by run() on rank zero
+    loggers = build_loggers(cfg, run_dir, resume_from)
+    if cfg.logger.name == "wandb":
+        from bigtrain.training.loggers import WandbIdInCheckpoint, wandb_run_id
+
+        callbacks.append(WandbIdInCheckpoint(wandb_run_id(run_dir, resume_from)))
+    plugins = cluster_plugins()
+    slurm_job = bool(plugins)
+    if cfg.parallelism.name in ("single", "ddp"):  # the sharded strategies write their own checkpoint folders
+        plugins = [*plugins, AtomicCheckpointIO()]
+    if slurm_job:  # a SLURM job: checkpoint + requeue on the time-limit / preemption signal
+        from bigtrain.training.requeue import RequeueOnSignal
+
+        callbacks.append(RequeueOnSignal(run_dir))
     trainer = pl.Trainer(
         accelerator=cfg.hardware.accelerator,
         devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
@@ -146,16 +169,16 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         limit_val_batches=tr.val_batches,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards by rank itself (deterministic, resumable)
-        logger=build_loggers(cfg, run_dir),
+        logger=loggers,
         callbacks=callbacks,
         log_every_n_steps=tr.log_every_n_steps,
         enable_progress_bar=tr.progress,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()] if cfg.parallelism.name in ("single", "ddp") else None,
+        plugins=plugins or None,
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
     replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None

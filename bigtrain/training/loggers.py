@@ -1,35 +1,86 @@
 """Loggers from the `logger` group. CSV is always written (metrics.csv in the run directory, read by summaries and
-reports); tensorboard or wandb come on top. Lightning's loggers write on rank zero only."""
+reports); tensorboard or wandb come on top. Lightning's loggers write on rank zero only.
+
+wandb: the run id lives in run_dir/wandb_run_id (and in every checkpoint), so a resumed or requeued run continues
+the same wandb run (resume="allow") instead of starting a new one at step 0. Offline by default, so it needs no
+network; online without an API key is refused by validation before anything runs.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import secrets
+import string
 from pathlib import Path
 
+import pytorch_lightning as pl
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.utilities import rank_zero_only
 
 from bigtrain.config.secrets import redact
 
-
-class ResumableCSVLogger(CSVLogger):
-    """CSVLogger that appends to an existing metrics.csv (a resumed run) instead of crashing: Lightning's writer
-    starts with no known columns and rewrites the file with only the new ones, which fails on the old rows."""
-
-    @property
-    def experiment(self):
-        writer = super().experiment
-        if not writer.metrics_keys and Path(writer.metrics_file_path).is_file():
-            with open(writer.metrics_file_path, newline="") as f:
-                writer.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])
-        return writer
+WANDB_ID_FILE = "wandb_run_id"
+CHECKPOINT_KEY = "wandb_run_id"
 
 
-def build_loggers(cfg, run_dir: Path) -> list[Logger]:
+def wandb_run_id(run_dir: Path, ckpt_path: Path | None = None) -> str | None:
+    """This run's wandb id: the one recorded in the run directory, else the checkpoint's, else a new one (rank zero
+    records it). Other ranks get None: they never open a wandb run."""
+    if rank_zero_only.rank != 0:
+        return None
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = None
+    if ckpt_path is not None and Path(ckpt_path).is_file():
+        import torch
+
+        run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
+    if run_id is None:
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's form
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def sweep_name(run_dir: Path) -> str | None:
+    """The sweep a run directory belongs to (Hydra writes multirun.yaml into the sweep directory), as DATE/TIME."""
+    sweep_dir = Path(run_dir).resolve().parent
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}" if (sweep_dir / "multirun.yaml").is_file() else None
+
+
+class WandbIdInCheckpoint(pl.Callback):
+    """Stores the wandb run id in each checkpoint, so a run resumed elsewhere from it keeps its wandb run."""
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        if self.run_id:
+            checkpoint[CHECKPOINT_KEY] = self.run_id
+
+
+def continue_metrics_file(logger: CSVLogger) -> None:
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; a resumed run keeps the rows of the
+    attempts before it and appends (given the old header, the writer rewrites the file with the union of keys)."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if rank_zero_only.rank != 0 or not path.is_file():
+        return
+    previous = path.read_text()
+    header = next(csv.reader(previous.splitlines()), [])
+    writer = logger.experiment  # created here; it removes the file
+    path.write_text(previous)
+    writer.metrics_keys = sorted(header)
+
+
+def build_loggers(cfg, run_dir: Path, ckpt_path: Path | None = None) -> list[Logger]:
     # Flushed every 10 logged rows, so a killed run loses at most that many rows of metrics.csv.
-    loggers: list[Logger] = [
-        ResumableCSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=10)
-    ]
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=10)
+    if ckpt_path is not None:
+        continue_metrics_file(csv_logger)
+    loggers: list[Logger] = [csv_logger]
     lg = cfg.logger
     if lg.name == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -38,13 +89,18 @@ def build_loggers(cfg, run_dir: Path) -> list[Logger]:
     elif lg.name == "wandb":
         from pytorch_lightning.loggers import WandbLogger
 
+        # Never wait long on a network: offline needs none, online gives up after this many seconds.
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", "90")
+        sweep = sweep_name(run_dir)
         loggers.append(
             WandbLogger(
                 project=lg.project,
-                name=lg.run_name or run_dir.name,
-                group=lg.group,
+                name=lg.run_name or (f"{sweep}/{run_dir.name}" if sweep else run_dir.name),
+                group=lg.group or sweep,
                 tags=list(lg.tags),
                 save_dir=str(run_dir),
+                id=wandb_run_id(run_dir, ckpt_path),
+                resume="allow",
                 offline=lg.mode == "offline",
                 mode=lg.mode,
                 config=redact(OmegaConf.to_container(cfg, resolve=True)),

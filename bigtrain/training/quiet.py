@@ -10,6 +10,8 @@ _IGNORED = (
     r".*does not have many workers.*",  # windows are gathered in the main process by design (vectorised)
     r".*The number of training batches.*is smaller than the logging interval.*",
     r".*returned a view tensor.*",  # FSDP2 (2-D parallelism): bigtrain never modifies the GPT's outputs in place
+    # On a machine with SLURM installed, local runs are local on purpose (SLURM jobs go through hydra/launcher=slurm).
+    r".*The `srun` command is available on your system but is not used.*",
 )
 
 
