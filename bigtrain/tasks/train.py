@@ -139,6 +139,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "final_val_loss": final,
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
+        "tokens_per_s_median": throughput.median_tokens_per_s,
         "peak_memory_bytes": peak,
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
