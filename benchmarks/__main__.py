@@ -38,8 +38,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("benches", nargs="*", metavar="BENCH", help=f"any of: {', '.join(BENCHES)} (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke mode: nano model, a few steps (numbers mean nothing)")
     p.add_argument("--repeats", type=int, default=None, help="alternating pairs per comparison (default 3, quick 1)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for every trainer")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(REPO)})")
+    # One thread by default: on a shared machine a multi-threaded OpenMP step waits for whichever of its threads
+    # was descheduled, so 2-thread step times swing 10x with other processes' load while 1-thread ones stay put.
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads for every trainer, bigtrain and baseline alike"
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(REPO)})"
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch run directories")
     a = p.parse_args(argv)
     unknown = [b for b in a.benches if b not in BENCHES]

@@ -31,9 +31,12 @@ class Row:
     target: str = ""  # ">= 0.95", "<= 2", or "" for information only
     note: str = ""
     samples: dict = field(default_factory=dict)  # the raw measurements behind value and baseline
+    passed: bool | None = None  # for checks that are not ratios (e.g. "no deepspeed import")
 
     @property
     def met(self) -> bool | None:
+        if self.passed is not None:
+            return self.passed
         if self.ratio is None or not self.target:
             return None
         op, bound = self.target.split()
@@ -75,7 +78,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def run(args: list[str], ctx: Context, timeout: float = 900, cwd: Path | None = None) -> tuple[float, str]:
+def run_command(args: list[str], ctx: Context, timeout: float = 900, cwd: Path | None = None) -> tuple[float, str]:
     """Run a command; return (wall seconds from spawn to exit, stdout). Raise with its stderr tail on failure."""
     started = time.perf_counter()
     proc = subprocess.run(args, cwd=cwd or REPO, env=ctx.env(), capture_output=True, text=True, timeout=timeout)
@@ -88,13 +91,13 @@ def run(args: list[str], ctx: Context, timeout: float = 900, cwd: Path | None = 
 def run_bigtrain(overrides: list[str], ctx: Context, name: str, timeout: float = 900) -> tuple[float, dict]:
     """`python -m bigtrain OVERRIDES` in a fresh run directory; return (wall seconds, summary.json)."""
     run_dir = ctx.workdir / "runs" / f"{name}-{time.time_ns()}"
-    wall, _ = run([sys.executable, "-m", "bigtrain", *overrides, f"hydra.run.dir={run_dir}"], ctx, timeout)
+    wall, _ = run_command([sys.executable, "-m", "bigtrain", *overrides, f"hydra.run.dir={run_dir}"], ctx, timeout)
     return wall, json.loads((run_dir / "summary.json").read_text())
 
 
 def run_plain(args: list[str], ctx: Context, timeout: float = 900) -> tuple[float, dict]:
     """The plain loop script; return (wall seconds, its JSON result)."""
-    wall, out = run([sys.executable, str(PLAIN_LOOP), *args], ctx, timeout)
+    wall, out = run_command([sys.executable, str(PLAIN_LOOP), *args], ctx, timeout)
     return wall, json.loads(out.strip().splitlines()[-1])
 
 

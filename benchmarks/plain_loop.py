@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=fused or None, foreach=None if fused else True)
+    opt = torch.optim.AdamW(
+        groups, lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=fused or None, foreach=None if fused else True
+    )
 
     def lr_at(step: int) -> float:
         if step < a.warmup:
