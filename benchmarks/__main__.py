@@ -47,6 +47,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(REPO)})"
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch run directories")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for README)")
     a = p.parse_args(argv)
     unknown = [b for b in a.benches if b not in BENCHES]
     if unknown:
@@ -87,6 +88,21 @@ def print_table(rows: list[Row]) -> None:
     Console(width=200).print(table)
 
 
+def markdown(rows: list[Row]) -> str:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else (f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}")
+
+    lines = [
+        "| bench | metric | bigtrain | baseline | unit | ratio | target | met |",
+        "|---|---|---:|---:|---|---:|---|---|",
+    ]
+    for r in rows:
+        met = {True: "yes", False: "no", None: ""}[r.met]
+        cells = [r.bench, r.metric, fmt(r.value), fmt(r.baseline), r.unit, fmt(r.ratio), r.target, met, r.note[:90]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     benches = a.benches or list(BENCHES)
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(quick=a.quick, repeats=repeats, threads=a.threads, wall_s=round(time.time() - started, 1))
     meta["load_average_end"] = os.getloadavg()
     print_table(ctx.results)
+    if a.markdown:
+        print(markdown(ctx.results))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in ctx.results]}, indent=2))
     print(f"wrote {a.out}")

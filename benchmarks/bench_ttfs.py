@@ -68,8 +68,9 @@ def run(ctx: Context) -> list[Row]:
         wall, out = run_plain(plain_args(cfg, data, 1), ctx)
         plain.append(wall)
         plain_inner.append(out["first_step_s"])
-    torch_s = [run_command([sys.executable, "-c", "import torch"], ctx)[0] for _ in range(ctx.repeats)]
-    pl_s = [run_command([sys.executable, "-c", "import pytorch_lightning"], ctx)[0] for _ in range(ctx.repeats)]
+    floors = 0 if ctx.quick else ctx.repeats  # --quick skips the import floor (two more interpreters per repeat)
+    torch_s = [run_command([sys.executable, "-c", "import torch"], ctx)[0] for _ in range(floors)]
+    pl_s = [run_command([sys.executable, "-c", "import pytorch_lightning"], ctx)[0] for _ in range(floors)]
 
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "bigtrain", *overrides, f"hydra.run.dir={ctx.workdir / 'ttfs-imp'}"],
@@ -95,12 +96,14 @@ def run(ctx: Context) -> list[Row]:
         Row(
             "ttfs",
             "import floor: `import pytorch_lightning` vs `import torch`",
-            median(pl_s),
-            median(torch_s),
+            median(pl_s) if floors else None,
+            median(torch_s) if floors else None,
             "s",
-            ratio(median(pl_s), median(torch_s)),
+            ratio(median(pl_s), median(torch_s)) if floors else None,
             "",
-            f"Lightning's import chain alone adds {median(pl_s) - median(torch_s):.1f} s (torchmetrics, torch._dynamo)",
+            f"Lightning's import chain alone adds {median(pl_s) - median(torch_s):.1f} s (torchmetrics, torch._dynamo)"
+            if floors
+            else "skipped in --quick",
             {"pytorch_lightning_s": pl_s, "torch_s": torch_s},
         ),
         Row(

@@ -70,3 +70,36 @@ def test_importtime_parser_names_the_importer():
     found = imported_by(log)
     assert set(found) == {"matplotlib"}
     assert found["matplotlib"].startswith("torchmetrics.utilities.plot") and "pytorch_lightning" in found["matplotlib"]
+
+
+def test_stdlib_listing_matches_the_filtered_glob():
+    """The pruned walk lists exactly the files the original rglob-then-filter listed, in the same order."""
+    from bigtrain.data.corpus import _stdlib_files, stdlib_root
+
+    root = stdlib_root()
+    slow = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+    assert _stdlib_files(root) == slow
+
+
+def test_config_import_does_not_pull_lightning():
+    """Validation (and so task=plan / task=prepare) must not pay for importing Lightning or torch."""
+    code = "import sys, bigtrain.config; print(sorted(m for m in ('pytorch_lightning', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_compile_option_compiles_in_place(monkeypatch):
+    """trainer.compile=true compiles the GPT in place (no forward runs here, so nothing is actually compiled):
+    checkpoint keys stay those of the plain model."""
+    from bigtrain.training.module import GPTLightningModule
+    from tests.conftest import compose
+
+    cfg = compose("model=nano")
+    assert cfg.trainer.compile is False
+    plain = GPTLightningModule(cfg.model, cfg.optim, 10, 256)
+    compiled = GPTLightningModule(cfg.model, cfg.optim, 10, 256, compile_model=True)
+    plain.configure_model()
+    compiled.configure_model()
+    assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())

@@ -143,6 +143,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 250
     progress: bool = True
+    # torch.compile the model (Module.compile: state-dict keys unchanged). Pays off on GPU after the first steps,
+    # which compile; needs a C++ compiler on CPU.
+    compile: bool = False
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
 

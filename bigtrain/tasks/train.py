@@ -76,7 +76,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         tr.seed,
         cfg.data.num_workers,
     )
-    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
+    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step, compile_model=tr.compile)
     bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
     callbacks: list[pl.Callback] = [
         bookends,

@@ -25,8 +25,9 @@ def lr_at(step: int, lr: float, min_lr: float, warmup: int, max_steps: int, deca
 
 
 class GPTLightningModule(pl.LightningModule):
-    def __init__(self, model_cfg, optim_cfg, max_steps: int, tokens_per_step: int):
+    def __init__(self, model_cfg, optim_cfg, max_steps: int, tokens_per_step: int, compile_model: bool = False):
         super().__init__()
+        self.compile_model = compile_model
         self.gpt_config = gpt_config_from(model_cfg)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
@@ -37,6 +38,8 @@ class GPTLightningModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:  # Lightning may call this more than once (e.g. on resume)
             self.model = GPT(self.gpt_config)
+            if self.compile_model:
+                self.model.compile()  # in place: parameters and checkpoint keys stay those of the plain GPT
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
