@@ -157,6 +157,9 @@ class TrainerConfig:
     keep_last: int = 3  # newest step checkpoints kept (last.ckpt links the newest)
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     progress: bool = True
+    # torch.compile the model (Module.compile: state-dict keys unchanged). Pays off on GPU after the first steps,
+    # which compile; needs a C++ compiler on CPU.
+    compile: bool = False
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
     # Resume from this checkpoint (Lightning's ckpt_path: a .ckpt file, or a sharded DeepSpeed/FSDP folder).

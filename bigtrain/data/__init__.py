@@ -1,7 +1,8 @@
 """Data: corpus -> tokenizer -> prepared token files -> DataModule.
 
-The DataModule (which imports torch and Lightning) lives in bigtrain.data.datamodule and is not imported here, so
-preparing and validating data stays light."""
+GPTDataModule resolves on first use (PEP 562): it needs Lightning, seconds to import, while config validation,
+`task=prepare` and `task=plan` only need the tokenizers and the prepare functions (numpy only).
+"""
 
 from bigtrain.data.prepare import check_block_fits, prepare, read_meta
 from bigtrain.data.tokenizer import load_tokenizer

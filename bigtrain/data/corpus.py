@@ -5,6 +5,7 @@ so a prepared dataset can tell whether its source changed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,14 @@ def stdlib_root() -> Path:
 
 
 def _stdlib_files(root: Path) -> list[Path]:
-    # Third-party packages are not part of the built-in corpus: they differ between machines.
-    return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+    # Third-party packages are not part of the built-in corpus: they differ between machines. Their folders are
+    # pruned from the walk rather than filtered afterwards: site-packages often holds far more files than the
+    # stdlib itself, and listing them dominated the start-up of every run.
+    files = []
+    for folder, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in ("site-packages", "dist-packages")]
+        files.extend(Path(folder, n) for n in names if n.endswith(".py"))
+    return sorted(files)
 
 
 def _user_files(path: Path) -> list[Path]:

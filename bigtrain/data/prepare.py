@@ -107,18 +107,8 @@ def prepare(data_cfg, progress: bool = True) -> Path:
         else:
             tok, eot = TiktokenGPT2(data_cfg.tokenizer_path), 50256
         dtype = token_dtype(tok.vocab_size)
-
-        def encode(docs: list[str]) -> np.ndarray:
-            parts: list[np.ndarray] = []
-            batch = 256
-            for i in _progress(range(0, len(docs), batch), len(docs) // batch + 1, "tokenizing", progress):
-                for ids in tok.encode_batch(docs[i : i + batch]):
-                    parts.append(ids)
-                    if eot is not None:
-                        parts.append(np.array([eot], dtype=np.int64))  # document separator
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
-        train, val = encode(train_docs), encode(val_docs)
+        train = encode_documents(tok, train_docs, eot, dtype, progress)
+        val = encode_documents(tok, val_docs, eot, dtype, progress)
         if len(val) == 0 or len(train) == 0:
             # Too few documents for a document-level split (one file, say): split the token stream instead.
             stream = np.concatenate([train, val])
@@ -156,6 +146,18 @@ def prepare(data_cfg, progress: bool = True) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def encode_documents(tok, docs: list[str], eot: int | None, dtype: np.dtype, progress: bool = False) -> np.ndarray:
+    """One flat token stream of `docs` (with `eot` after each document when given), in the on-disk dtype."""
+    parts: list[np.ndarray] = []
+    batch = 256
+    for i in _progress(range(0, len(docs), batch), len(docs) // batch + 1, "tokenizing", progress):
+        for ids in tok.encode_batch(docs[i : i + batch]):
+            parts.append(ids)
+            if eot is not None:
+                parts.append(np.array([eot], dtype=np.int64))  # document separator
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
 def _progress(it, total: int, what: str, enabled: bool):

@@ -127,6 +127,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         tokens_per_step,
         run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
         init_from=cfg.init_from,
+        compile_model=tr.compile,
     )
     bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     checkpoint_dir = run_dir / CHECKPOINT_DIR
@@ -210,6 +211,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "final_val_loss": final,
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
+        "tokens_per_s_median": throughput.median_tokens_per_s,
         "peak_memory_bytes": peak,
         "replicas_identical": replicas_identical,
         "wall_s": fit_wall,

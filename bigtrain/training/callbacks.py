@@ -86,6 +86,15 @@ class Throughput(pl.Callback):
         times = self.step_times[1:] or self.step_times
         return self.tokens_per_step * len(times) / sum(times) if times else 0.0
 
+    @property
+    def median_tokens_per_s(self) -> float:
+        """tokens/s of the median step: robust to other processes stealing the cores for a moment."""
+        times = sorted(self.step_times[1:] or self.step_times)
+        if not times:
+            return 0.0
+        mid = len(times) // 2
+        return self.tokens_per_step / (times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2)
+
 
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak device memory of this process: allocated CUDA memory on GPU, resident set size on CPU."""
