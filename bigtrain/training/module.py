@@ -86,8 +86,7 @@ class GPTLightningModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Only on the steps the loggers write: each self.log costs ~1-2 ms of Lightning bookkeeping on CPU, and a
         # value logged in between would be overwritten before anyone reads it.
-        # Lightning writes a row when (steps taken + 1) % log_every_n_steps == 0: compute the norm for that row.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log("perf/tokens_seen", float(self.global_step * self.tokens_per_step), rank_zero_only=True)
 
     def on_before_optimizer_step(self, optimizer) -> None:
