@@ -34,6 +34,14 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
+def config_ready_marker(run_dir: Path) -> Path:
+    """A file rank zero writes after recording this attempt's config. The other tasks wait for it rather than for
+    config.yaml, which a requeued attempt finds already there from the attempt before (with the old resume point)."""
+    job = os.environ.get("SLURM_JOB_ID", "local")
+    attempt = os.environ.get("SLURM_RESTART_COUNT", "0") or "0"
+    return Path(run_dir) / f".config-ready-{job}-{attempt}"
+
+
 def requeued_checkpoint(run_dir: Path) -> Path | None:
     """run_dir/checkpoints/last.ckpt when this SLURM job is a requeued attempt (SLURM_RESTART_COUNT > 0)."""
     last = Path(run_dir) / "checkpoints" / "last.ckpt"

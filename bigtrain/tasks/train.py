@@ -15,7 +15,14 @@ from omegaconf import OmegaConf
 from bigtrain.config import sizes, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
-from bigtrain.parallel.slurm import cluster_plugins, requeued_checkpoint, slurm_global_rank, wait_for_file
+from bigtrain.parallel.slurm import (
+    cluster_plugins,
+    config_ready_marker,
+    launched_by_slurm,
+    requeued_checkpoint,
+    slurm_global_rank,
+    wait_for_file,
+)
 from bigtrain.plan import preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
@@ -61,7 +68,9 @@ def run(cfg, run_dir: Path) -> dict:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         from bigtrain.worker import load_run_config
 
-        wait_for_file(run_dir / CONFIG_FILE, timeout_s=1800, what="the resolved config, after data preparation")
+        wait_for_file(
+            config_ready_marker(run_dir), timeout_s=1800, what="this attempt's config, after data preparation"
+        )
         return fit(load_run_config(run_dir), run_dir, started=started)
     planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
@@ -76,6 +85,8 @@ def run(cfg, run_dir: Path) -> dict:
         check_init_from(cfg)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
+    if launched_by_slurm():
+        config_ready_marker(run_dir).touch()  # the other SLURM tasks start now, from exactly this config
     write_plan(run_dir, planned)
     return fit(cfg, run_dir, started=started)
 

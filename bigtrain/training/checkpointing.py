@@ -82,6 +82,20 @@ def checkpoint_step(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _newest_first(folder: Path) -> list[Path]:
+    """step-*.ckpt by step, newest first, with last.ckpt put first when it is a file of its own (a requeue or
+    signal saves there) newer than every step checkpoint; a last.ckpt link adds nothing."""
+    if not folder.is_dir():
+        return []
+    steps = sorted(folder.glob("step-*.ckpt"), key=checkpoint_step, reverse=True)
+    last = folder / "last.ckpt"
+    if last.exists() and not last.is_symlink():
+        if not steps or last.stat().st_mtime >= max(p.stat().st_mtime for p in steps):
+            return [last, *steps]
+        return [*steps, last]
+    return steps
+
+
 def check_loadable(path: Path) -> str | None:
     """None when `path` is a complete checkpoint, else a one-phrase reason."""
     if path.is_dir():  # sharded (DeepSpeed/FSDP) checkpoints are folders written by their engines
@@ -116,9 +130,7 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path, log=print) -> Path
                 raise BigtrainError(f"resume={resume} cannot be used: {reason}")
             return target
         folder = target / CHECKPOINT_DIR if (target / CHECKPOINT_DIR).is_dir() else target
-    candidates = (
-        sorted((p for p in folder.glob("step-*.ckpt")), key=checkpoint_step, reverse=True) if folder.is_dir() else []
-    )
+    candidates = _newest_first(folder)
     for candidate in candidates:
         reason = check_loadable(candidate)
         if reason is None:
