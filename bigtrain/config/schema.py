@@ -145,6 +145,8 @@ class TrainerConfig:
     progress: bool = True
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
+    # Resume from this checkpoint (Lightning's ckpt_path: a .ckpt file, or a sharded DeepSpeed/FSDP folder).
+    ckpt_path: str | None = None
 
 
 @dataclass

@@ -23,8 +23,8 @@ def _task_names() -> tuple[str, ...]:
 
 
 TASKS = _task_names()
-PARALLELISMS = ("single", "ddp")
-SHARDED_PARALLELISMS: tuple[str, ...] = ()  # strategies that implement zero stages and offload
+PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp")
+SHARDED_PARALLELISMS: tuple[str, ...] = ("deepspeed", "fsdp")  # strategies that implement zero stages and offload
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
@@ -65,6 +65,38 @@ def _batch_problems(cfg, s: Sizes) -> list[str]:
         f"(= {unit}); valid global sizes near it: {' or '.join(map(str, near))}"
         + (f"; valid micro sizes for {g}: {', '.join(map(str, divisors[-6:]))}" if divisors else "")
     ]
+
+
+def _offload_problems(cfg) -> list[str]:
+    """ZeRO stage x offload x strategy rules (DeepSpeed ignores some combinations silently, so we refuse them)."""
+    from omegaconf import OmegaConf
+
+    p: list[str] = []
+    par, stage, off = cfg.parallelism.name, cfg.zero.stage, cfg.offload.name
+    if par not in SHARDED_PARALLELISMS or off not in OFFLOADS:
+        return p
+    if off == "nvme":
+        if stage != 3:
+            p.append(
+                f"offload=nvme needs zero=3 (DeepSpeed silently ignores NVMe offload below stage 3), "
+                f"but zero.stage={stage}; use zero=3, or offload=cpu"
+            )
+        if OmegaConf.is_missing(cfg.offload, "nvme_path") or not cfg.offload.nvme_path:
+            p.append("offload=nvme needs offload.nvme_path=/a/folder/on/a/fast/disk (it is unset)")
+    if off == "cpu-params" and stage != 3:
+        p.append(
+            f"offload=cpu-params offloads parameters, which only ZeRO stage 3 partitions, but zero.stage={stage}; "
+            f"use zero=3, or offload=cpu (optimizer states only)"
+        )
+    if par == "fsdp":
+        if stage == 1:
+            p.append("zero.stage=1 has no FSDP equivalent; with parallelism=fsdp use zero=0, 2 or 3")
+        if off in ("cpu", "nvme"):
+            p.append(
+                f"offload={off} is DeepSpeed's; FSDP offloads parameters and optimizer together: "
+                f"use offload=cpu-params with zero=3, or parallelism=deepspeed"
+            )
+    return p
 
 
 def problems_of(cfg) -> list[str]:
@@ -124,6 +156,8 @@ def problems_of(cfg) -> list[str]:
                     else "use offload=none"
                 )
             )
+
+    p += _offload_problems(cfg)
 
     _positive(
         p,
@@ -192,11 +226,23 @@ def local_device_problems(cfg) -> list[str]:
     return []
 
 
+def nvme_path_problems(cfg) -> list[str]:
+    """offload=nvme swaps into offload.nvme_path on this machine: it must be an existing, writable folder."""
+    if cfg.parallelism.name not in SHARDED_PARALLELISMS or cfg.offload.name != "nvme" or not cfg.offload.nvme_path:
+        return []
+    path = cfg.offload.nvme_path
+    if not os.path.isdir(path):
+        return [f"offload.nvme_path={path} does not exist (or is not a folder); create it or point it at one"]
+    if not os.access(path, os.W_OK | os.X_OK):
+        return [f"offload.nvme_path={path} is not writable by this user; choose a folder you can write"]
+    return []
+
+
 def validate(cfg, launching: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
     problems = problems_of(cfg)
     if launching and not problems:
-        problems = local_device_problems(cfg)
+        problems = local_device_problems(cfg) + nvme_path_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
             import torch
 

@@ -48,12 +48,13 @@ def run(cfg, run_dir: Path) -> dict:
     return fit(cfg, run_dir, started=started)
 
 
-def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
+def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
     from bigtrain.data import GPTDataModule
     from bigtrain.parallel import build_strategy
+    from bigtrain.parallel.gather import full_state_dict, held_numel_per_rank, inner_optimizer
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
     from bigtrain.training.loggers import build_loggers
     from bigtrain.training.module import GPTLightningModule
@@ -92,6 +93,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     ]
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
+    callbacks += list(extra_callbacks)
     trainer = pl.Trainer(
         accelerator=cfg.hardware.accelerator,
         devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
@@ -114,20 +116,26 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         default_root_dir=str(run_dir),
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=tr.ckpt_path)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
+    held = held_numel_per_rank(trainer, module)  # collectives: every rank takes part
+    weights = full_state_dict(trainer, module) if tr.sample_tokens > 0 else None
     if not trainer.is_global_zero:
         return {}
 
-    sample = write_sample(cfg, module, run_dir)
+    sample = write_sample(cfg, module, run_dir, weights)
     first = bookends.first[1] if bookends.first else None
     final = bookends.final[1] if bookends.final else None
     summary = {
         "run_dir": str(run_dir),
         "model": cfg.model.name,
-        "n_params": module.model.num_params(),
+        "n_params": n_params(module),
         "parallelism": cfg.parallelism.name,
+        "strategy": type(trainer.strategy).__name__,
+        "zero_stage": cfg.zero.stage if cfg.parallelism.name in ("deepspeed", "fsdp") else None,
+        "offload": cfg.offload.name,
+        "optimizer": type(inner_optimizer(trainer)).__name__,
         "world_size": trainer.world_size,
         "precision": str(tr.precision),
         "global_batch_size": tr.global_batch_size,
@@ -143,6 +151,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
+        "held_numel_per_rank": held,
         "sample": sample,
     }
     write_summary(run_dir, summary)
@@ -152,17 +161,31 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     return summary
 
 
-def write_sample(cfg, module, run_dir: Path) -> str | None:
-    """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt."""
+def n_params(module) -> int:
+    """The GPT's parameter count, from a copy on the meta device (sharded parameters hide their full size)."""
+    from bigtrain.model import GPT
+
+    with torch.device("meta"):
+        return GPT(module.gpt_config).num_params()
+
+
+def write_sample(cfg, module, run_dir: Path, weights: dict | None) -> str | None:
+    """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt.
+
+    `weights` is the gathered fp32 state dict: the sample comes from a plain GPT, whatever the sharding."""
+    from bigtrain.model import GPT
+
     n = cfg.trainer.sample_tokens
-    if n <= 0:
+    if n <= 0 or weights is None:
         return None
     folder = Path(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(read_meta(folder), folder)
+    model = GPT(module.gpt_config).to(module.device)
+    model.load_state_dict(weights)
     prompt = torch.tensor(tokenizer.encode(cfg.trainer.sample_prompt), dtype=torch.long)[None].to(module.device)
     generator = torch.Generator(device=module.device).manual_seed(cfg.trainer.seed)
-    module.model.eval()
-    out = module.model.generate(prompt, n, temperature=0.8, top_k=40, generator=generator)
+    model.eval()
+    out = model.generate(prompt, n, temperature=0.8, top_k=40, generator=generator)
     text = tokenizer.decode(out[0].tolist())
     (run_dir / "sample.txt").write_text(text)
     return text

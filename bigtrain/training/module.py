@@ -72,10 +72,11 @@ class GPTLightningModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         # Weight decay on matrices (dim >= 2) only: biases and LayerNorm gains stay undecayed (GPT-2/3 practice).
-        params = [p for p in self.parameters() if p.requires_grad]
+        # Under ZeRO-3 a parameter is an empty placeholder; its real shape is `ds_shape`.
+        params = [(p, len(getattr(p, "ds_shape", p.shape))) for p in self.parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p, ndim in params if ndim >= 2], "weight_decay": o.weight_decay},
+            {"params": [p for p, ndim in params if ndim < 2], "weight_decay": 0.0},
         ]
         on_gpu = self.device.type == "cuda"
         fused = o.fused if o.fused is not None else on_gpu
