@@ -7,6 +7,7 @@ into one ConfigError line. `derived` sizes (world, data-parallel, accumulation) 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 from bigtrain.data.tokenizer import TOKENIZERS
@@ -233,8 +234,11 @@ def nvme_path_problems(cfg) -> list[str]:
     path = cfg.offload.nvme_path
     if not os.path.isdir(path):
         return [f"offload.nvme_path={path} does not exist (or is not a folder); create it or point it at one"]
-    if not os.access(path, os.W_OK | os.X_OK):
-        return [f"offload.nvme_path={path} is not writable by this user; choose a folder you can write"]
+    try:  # a real write: permission bits alone say nothing about root, read-only mounts or pseudo file systems
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return [f"offload.nvme_path={path} is not writable by this user ({e.strerror}); choose a folder you can write"]
     return []
 
 

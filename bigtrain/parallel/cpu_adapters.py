@@ -17,8 +17,8 @@ Every rank builds its own strategy, so each of these settings holds in every pro
 from __future__ import annotations
 
 import torch
-from pytorch_lightning.strategies.ddp import DDPStrategy
 from lightning_fabric.utilities.seed import reset_seed
+from pytorch_lightning.strategies.ddp import DDPStrategy
 
 
 def use_deepspeed_cpu_accelerator() -> None:
