@@ -120,14 +120,16 @@ def build_strategy(cfg, run_dir: Path) -> Strategy | str:
         from torch.distributed.fsdp import CPUOffload, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        from bigtrain.model.gpt import Block
+        from bigtrain.model.gpt import GPT, Block
 
         cls = CPUFSDPStrategy if on_cpu else RunDirFSDPStrategy
         return cls(
             run_dir=run_dir,
             sharding_strategy=ShardingStrategy[FSDP_SHARDING[cfg.zero.stage]],
             cpu_offload=CPUOffload(offload_params=cfg.offload.params == "cpu"),
-            auto_wrap_policy=ModuleWrapPolicy({Block}),  # one FSDP unit per transformer block, the rest at the root
+            # One FSDP unit per transformer block and one for the GPT (embeddings, final norm): calls to the GPT itself
+            # (the validation bookends, the tied lm_head) then gather its weights, not only calls through the root.
+            auto_wrap_policy=ModuleWrapPolicy({Block, GPT}),
             state_dict_type="sharded",  # each rank writes its shard; a full state dict crashes on CPU
             process_group_backend=process_group_backend(cfg),
             **devices,
