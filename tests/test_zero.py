@@ -76,10 +76,12 @@ def zero_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("zero")
     (root / "nvme-swap").mkdir()
     runs = _runs(root)
+    data = None  # every run trains on the same prepared corpus: prepare (or find) it once
     for name, overrides in runs.items():
         cfg = compose(*COMMON, *overrides)
         validate(cfg, launching=True)
-        cfg.data.prepared_dir = str(prepared_data(cfg, progress=False))
+        data = data or str(prepared_data(cfg, progress=False))
+        cfg.data.prepared_dir = data
         save_run_config(cfg, root / name)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     env["NODE_RANK"] = "0"

@@ -66,6 +66,13 @@ class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, RunDirDeepSpeedStrategy):
 
 
 class RunDirFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDPStrategy, started through bigtrain.worker, with gradient-norm clipping.
+
+    Lightning's FSDPPrecision refuses norm clipping; its docs have the LightningModule call the FSDP root's own
+    `clip_grad_norm_` (which takes the global norm across shards). Doing that here keeps the module
+    strategy-agnostic.
+    """
+
     def __init__(self, run_dir: Path, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = run_dir
@@ -73,6 +80,11 @@ class RunDirFSDPStrategy(FSDPStrategy):
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
         configure_run_dir_launcher(self, self.run_dir)
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        root = self.model
+        self.precision_plugin.clip_grad_by_norm = lambda optimizer, clip_val: root.clip_grad_norm_(clip_val)
 
 
 class CPUFSDPStrategy(CPUFSDPMixin, RunDirFSDPStrategy):
@@ -120,16 +132,14 @@ def build_strategy(cfg, run_dir: Path) -> Strategy | str:
         from torch.distributed.fsdp import CPUOffload, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-        from bigtrain.model.gpt import GPT, Block
+        from bigtrain.model.gpt import Block
 
         cls = CPUFSDPStrategy if on_cpu else RunDirFSDPStrategy
         return cls(
             run_dir=run_dir,
             sharding_strategy=ShardingStrategy[FSDP_SHARDING[cfg.zero.stage]],
             cpu_offload=CPUOffload(offload_params=cfg.offload.params == "cpu"),
-            # One FSDP unit per transformer block and one for the GPT (embeddings, final norm): calls to the GPT itself
-            # (the validation bookends, the tied lm_head) then gather its weights, not only calls through the root.
-            auto_wrap_policy=ModuleWrapPolicy({Block, GPT}),
+            auto_wrap_policy=ModuleWrapPolicy({Block}),  # one FSDP unit per block; embeddings + final norm at the root
             state_dict_type="sharded",  # each rank writes its shard; a full state dict crashes on CPU
             process_group_backend=process_group_backend(cfg),
             **devices,
