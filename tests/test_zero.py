@@ -59,7 +59,11 @@ def _runs(root) -> dict[str, list[str]]:
         "fsdp2": ["parallelism=fsdp", "zero=2"],
     }
     if _has_libaio():
-        runs["nvme"] = ["parallelism=deepspeed", "zero=3", "offload=nvme", f"offload.nvme_path={root / 'nvme-swap'}"]
+        # DeepSpeed never swaps a tensor under 1 MiB (swap_tensor/utils.py MIN_AIO_BYTES), and nano's largest is
+        # 32 KiB: a wider model (4 x 384 x 384 MLP weights, 1.2 MiB per rank) makes both swappers really write.
+        wide = ["parallelism=deepspeed", "zero=3", "model.n_embd=384"]
+        runs["wide"] = wide
+        runs["nvme"] = [*wide, "offload=nvme", f"offload.nvme_path={root / 'nvme-swap'}"]
     return runs
 
 
@@ -196,10 +200,12 @@ def test_fsdp_trains_like_zero(zero_runs):
 def test_nvme_offload_swaps_to_the_path_and_trains_like_no_offload(zero_runs):
     p = probe(zero_runs, "nvme")
     swap = zero_runs / "nvme-swap"
-    assert p["nvme_files"], "no swap files under offload.nvme_path"
-    assert all(f.startswith(str(swap)) for f in p["nvme_files"])
-    assert any(f.endswith(".swp") for f in p["nvme_files"]), p["nvme_files"]
-    reference = losses(zero_runs, "z0")
+    files = p["nvme_files"]
+    assert files and all(f.startswith(str(swap)) for f in files), files
+    assert any("/float32params/" in f and f.endswith("_param.tensor.swp") for f in files), files  # parameters
+    assert any("/optimizer/" in f and f.endswith(".tensor.swp") for f in files), files  # optimizer states
+    reference = losses(zero_runs, "wide")
+    assert [s for s, _ in p["losses"]] == [s for s, _ in reference] == list(range(1, STEPS + 1))
     diffs = [abs(a - b) for (_, a), (_, b) in zip(p["losses"], reference, strict=True)]
     assert max(diffs) < NVME_TOL, (p["losses"], reference)
     summary = read_summary(zero_runs / "nvme")

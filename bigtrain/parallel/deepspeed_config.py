@@ -45,6 +45,10 @@ def deepspeed_config(cfg) -> dict:
     if param_device != "none":
         zero["offload_param"] = {"device": param_device, "pin_memory": o.pin_memory}
         if param_device == "nvme":
+            # No prefetching of swapped parameters: DeepSpeed 0.19's NVMe prefetch can claim a swap buffer twice
+            # ("param N already assigned swap buffer id M") when the module is traced in a new order, e.g. an
+            # evaluation outside the training loop.
+            zero["stage3_prefetch_bucket_size"] = 0
             zero["offload_param"].update(
                 nvme_path=nvme_path, buffer_count=5, buffer_size=largest_param_numel(cfg.model), max_in_cpu=0
             )

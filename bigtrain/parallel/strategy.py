@@ -9,6 +9,7 @@ when hardware.accelerator=cpu. Every DDP-family strategy starts its extra ranks 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -53,6 +54,14 @@ class RunDirDeepSpeedStrategy(DeepSpeedStrategy):
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
         configure_run_dir_launcher(self, self.run_dir)
+
+    def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
+        if self.offload_optimizer and self.config["zero_optimization"]["offload_optimizer"]["device"] == "nvme":
+            # DeepSpeed copies the NVMe swap files into the checkpoint with copytree(dirs_exist_ok=False), so
+            # re-saving `last.ckpt` would fail on the previous save's copy: drop this rank's stale copy first.
+            stale = Path(filepath) / "checkpoint" / "offloaded_tensors" / f"rank{self.global_rank:02d}"
+            shutil.rmtree(stale, ignore_errors=True)
+        super().save_checkpoint(checkpoint, filepath, storage_options)
 
     def _init_optimizers(self):
         optimizer, scheduler_config = super()._init_optimizers()
