@@ -38,6 +38,21 @@ def main(cfg: DictConfig) -> dict | None:
         sys.exit(2)
 
 
+def precheck(args: list[str]) -> None:
+    """For a plain run (no flags, no sweep), compose once outside Hydra so a typo or wrong type ends in one
+    `bigtrain: error:` line instead of Hydra's multi-line report."""
+    if any(a.startswith("-") for a in args):
+        return
+    from bigtrain.config.compose import compose_config
+
+    try:
+        compose_config([a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+    except BigtrainError as e:
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_group_choices(sys.argv[1:])
+    precheck(sys.argv[1:])
     main()

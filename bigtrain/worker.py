@@ -5,12 +5,14 @@ train from exactly that file (see bigtrain/parallel/launcher.py for why they do 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from bigtrain.config import BigtrainConfig
+from bigtrain.errors import BigtrainError
 from bigtrain.tasks.train import CONFIG_FILE, fit
 
 
@@ -20,7 +22,11 @@ def load_run_config(run_dir: Path):
 
 def main(argv: list[str]) -> None:
     run_dir = Path(argv[0])
-    fit(load_run_config(run_dir), run_dir)
+    try:
+        fit(load_run_config(run_dir), run_dir)
+    except BigtrainError as e:  # rank zero reports the same error; no traceback here either
+        print(f"bigtrain: error (rank {os.environ.get('LOCAL_RANK')}): {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

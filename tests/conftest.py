@@ -40,6 +40,11 @@ def _isolated_env(tmp_path_factory):
     os.environ["BIGTRAIN_DATA_DIR"] = str(tmp_path_factory.mktemp("data-cache"))
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
+    # One thread per process: nano models gain nothing from more, and 2-process runs on 2 cores stay unoversubscribed.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     yield
     os.environ.clear()

@@ -52,7 +52,7 @@ def _runs(root) -> dict[str, list[str]]:
         "z3b": [
             "parallelism=deepspeed",
             "zero=3",
-            f"trainer.ckpt_path={root / 'z3a' / 'checkpoints' / 'last.ckpt'}",
+            f"resume={root / 'z3a' / 'checkpoints' / 'last.ckpt'}",
             "trainer.sample_tokens=8",
         ],
         "fsdp3": ["parallelism=fsdp", "zero=3", "trainer.sample_tokens=8"],
@@ -162,14 +162,14 @@ def test_resume_from_a_sharded_checkpoint_continues_at_the_right_step(zero_runs)
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["z3b", "fsdp3"])
 def test_consolidated_fp32_weights_give_the_sharded_models_logits(zero_runs, name, tmp_path):
-    from bigtrain.model import GPT, gpt_config_from
+    from bigtrain.model import GPT, GPTConfig
     from bigtrain.tasks import consolidate
     from tests.zero_worker import probe_input
 
-    cfg = compose(*COMMON, "task=consolidate", f"trainer.ckpt_path={zero_runs / name / 'checkpoints' / 'last.ckpt'}")
+    cfg = compose(*COMMON, "task=consolidate", f"ckpt={zero_runs / name / 'checkpoints' / 'last.ckpt'}")
     result = consolidate.run(cfg, tmp_path)
     saved = torch.load(result["consolidated"], weights_only=False)
-    gpt = GPT(gpt_config_from(saved["model"]))
+    gpt = GPT(GPTConfig(**saved["model"]))
     gpt.load_state_dict(saved["state_dict"])
     assert all(v.dtype == torch.float32 for v in saved["state_dict"].values())
     assert gpt.lm_head.weight is gpt.transformer.wte.weight  # still tied after loading

@@ -142,16 +142,45 @@ class TrainerConfig:
     seed: int = 1337
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 250
+    keep_last: int = 3  # newest step checkpoints kept (last.ckpt links the newest)
+    on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     progress: bool = True
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
-    # Resume from this checkpoint (Lightning's ckpt_path: a .ckpt file, or a sharded DeepSpeed/FSDP folder).
-    ckpt_path: str | None = None
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0: greedy (argmax), deterministic
+    top_k: int | None = 40  # None: no top-k cut
+    top_p: float | None = None  # nucleus sampling; None or 1.0: off
+    seed: int = 1337
+    kv_cache: bool = True  # reuse past keys/values (same tokens as without, one position of compute per token)
+    num_samples: int = 1
+    stream: bool = True  # print tokens as they come
+
+
+@dataclass
+class EvalConfig:
+    # Text files to score with the checkpoint's tokenizer; empty: the prepared validation split of its data.
+    files: list[str] = field(default_factory=list)
+    # Cap on tokens scored (None: all); scoring walks non-overlapping block_size windows from the start.
+    max_tokens: int | None = None
+    batch_size: int = 16  # windows per forward pass
+
+
+@dataclass
+class ExportConfig:
+    out_dir: str | None = None  # None: RUN_DIR/hf
 
 
 @dataclass
 class BigtrainConfig:
     task: str = "train"  # a module of bigtrain/tasks: train, prepare, ...
+    # auto: continue from the newest good checkpoint in this run directory (set hydra.run.dir), or start fresh;
+    # a path: that checkpoint file, or the newest good one of that run directory.
+    resume: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
     zero: ZeroConfig = field(default_factory=ZeroConfig)
@@ -161,6 +190,16 @@ class BigtrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # A checkpoint to use (task=generate/eval/export): a Lightning .ckpt file, a run directory, a sharded
+    # DeepSpeed checkpoint directory, or a Hugging Face GPT-2 directory.
+    ckpt: str | None = None
+    # Start training from this checkpoint's weights (same kinds as ckpt), with a fresh optimizer and schedule.
+    init_from: str | None = None
+    prompt: str | None = None  # task=generate: the prompt text (or prompt_file)
+    prompt_file: str | None = None
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     # Free-form notes a recipe carries (its expected result); not read by code.
     notes: dict[str, Any] = field(default_factory=dict)
 

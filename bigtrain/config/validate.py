@@ -110,10 +110,11 @@ def problems_of(cfg) -> list[str]:
 
     _positive(p, **{f"model.{k}": m[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")})
     if m.head_dim is None and m.n_head > 0 and m.n_embd % m.n_head != 0:
-        divisors = [h for h in range(1, min(m.n_embd, 128) + 1) if m.n_embd % h == 0]
+        divisors = [h for h in range(1, m.n_embd + 1) if m.n_embd % h == 0]
+        nearest = sorted(sorted(divisors, key=lambda h: abs(h - m.n_head))[:6])
         p.append(
-            f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; valid n_head for it: "
-            f"{', '.join(map(str, divisors[-8:]))} (or set model.head_dim)"
+            f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}; valid n_head near it: "
+            f"{', '.join(map(str, nearest))} (or set model.head_dim)"
         )
     if m.head_dim is not None and m.head_dim <= 0:
         p.append(f"model.head_dim={m.head_dim} must be positive or null")
@@ -199,9 +200,80 @@ def problems_of(cfg) -> list[str]:
             f"data.prepared_dir={cfg.data.prepared_dir} is not a prepared dataset (no meta.json there); "
             f"run `python -m bigtrain task=prepare` or leave data.prepared_dir unset"
         )
+    if tr.keep_last < 1:
+        p.append(f"trainer.keep_last={tr.keep_last} must be >= 1")
+    if tr.on_nonfinite not in ("stop", "skip"):
+        p.append(f"trainer.on_nonfinite={tr.on_nonfinite} is unknown; valid: stop, skip")
+    p += _target_problems(cfg)
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
+    p += _use_problems(cfg)
     return p
+
+
+def _use_problems(cfg) -> list[str]:
+    """Rules of the tasks that use a trained model: generate, eval, export, and fine-tuning (init_from)."""
+    p: list[str] = []
+    if cfg.task in ("generate", "eval", "export", "consolidate") and not cfg.ckpt:
+        p.append(f"task={cfg.task} needs ckpt=<a .ckpt file, a run directory, or a checkpoint directory>")
+    if cfg.task == "generate" and (cfg.prompt is None) == (cfg.prompt_file is None):
+        p.append(
+            "task=generate needs exactly one of prompt=TEXT or prompt_file=PATH"
+            + (" (both are set)" if cfg.prompt is not None else "")
+        )
+    g = cfg.generate
+    if g.temperature < 0:
+        p.append(f"generate.temperature={g.temperature} must be >= 0 (0: greedy)")
+    if g.top_k is not None and g.top_k <= 0:
+        p.append(f"generate.top_k={g.top_k} must be a positive number or null")
+    if g.top_p is not None and not 0.0 < g.top_p <= 1.0:
+        p.append(f"generate.top_p={g.top_p} must be in (0, 1] or null")
+    if g.max_new_tokens < 0 or g.num_samples <= 0:
+        p.append(
+            f"generate.max_new_tokens={g.max_new_tokens} must be >= 0 and generate.num_samples={g.num_samples} > 0"
+        )
+    if cfg.eval.batch_size <= 0 or (cfg.eval.max_tokens is not None and cfg.eval.max_tokens <= 0):
+        p.append(f"eval.batch_size={cfg.eval.batch_size} and eval.max_tokens={cfg.eval.max_tokens} must be positive")
+    if cfg.init_from and cfg.zero.stage == 3:
+        p.append(
+            f"init_from={cfg.init_from} cannot load weights into ZeRO-3 partitioned parameters yet; "
+            f"fine-tune with zero.stage<=2"
+        )
+    return p
+
+
+# Modules whose classes a config may name in `_target_` (Hydra's instantiate executes whatever it names).
+TARGET_ALLOW = (
+    "bigtrain.",
+    "hydra.",
+    "hydra_plugins.",
+    "pytorch_lightning.",
+    "lightning.",
+    "torch.optim.",
+    "submitit.",
+)
+
+
+def _target_problems(cfg) -> list[str]:
+    from omegaconf import OmegaConf
+
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if key == "_target_" and not str(value).startswith(TARGET_ALLOW):
+                    found.append(
+                        f"{where}={value} is not allowed; _target_ may only name classes under {', '.join(TARGET_ALLOW)}"
+                    )
+                walk(value, where)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    return found
 
 
 def local_device_problems(cfg) -> list[str]:

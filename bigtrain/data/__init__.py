@@ -1,7 +1,9 @@
-"""Data: corpus -> tokenizer -> prepared token files -> DataModule."""
+"""Data: corpus -> tokenizer -> prepared token files -> DataModule.
 
-from bigtrain.data.datamodule import GPTDataModule
+The DataModule (which imports torch and Lightning) lives in bigtrain.data.datamodule and is not imported here, so
+preparing and validating data stays light."""
+
 from bigtrain.data.prepare import check_block_fits, prepare, read_meta
 from bigtrain.data.tokenizer import load_tokenizer
 
-__all__ = ["GPTDataModule", "check_block_fits", "load_tokenizer", "prepare", "read_meta"]
+__all__ = ["check_block_fits", "load_tokenizer", "prepare", "read_meta"]

@@ -85,7 +85,7 @@ class GPTDataModule(pl.LightningDataModule):
         self.block_size, self.micro_batch_size = block_size, micro_batch_size
         self.accumulate, self.val_batches = accumulate, val_batches
         self.seed, self.num_workers = seed, num_workers
-        self.meta = read_meta(self.data_dir)
+        self.meta = read_meta(self.data_dir, verify_checksums=False)  # rank zero verified them before launch
         self.dp_rank, self.dp_size = 0, 1
 
     def setup(self, stage: str | None = None) -> None:

@@ -47,7 +47,10 @@ def dataset_dir(data_cfg, fingerprint: str) -> Path:
     return Path(data_cfg.cache_dir).expanduser() / f"{data_cfg.name}-{data_cfg.tokenizer}-{key}"
 
 
-def read_meta(folder: Path) -> dict:
+CHECKSUM_LIMIT = 1 << 30  # bytes: token files up to 1 GiB are checksummed on every load
+
+
+def read_meta(folder: Path, verify_checksums: bool = True) -> dict:
     """meta.json of a prepared dataset, after checking the token files are whole (sizes match)."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -56,12 +59,24 @@ def read_meta(folder: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{meta_path} is corrupt ({e.msg}); delete {folder} and prepare again") from None
+    if meta.get("vocab_size", 0) > 2**16 and meta.get("dtype") == "uint16":
+        raise DataError(
+            f"{meta_path}: vocab_size {meta['vocab_size']} does not fit the uint16 token files (max 65536); "
+            f"delete {folder} and prepare again (bigtrain stores such vocabularies as uint32)"
+        )
     for split in ("train", "val"):
         f = folder / f"{split}.bin"
-        expected = meta["files"][f"{split}.bin"]["bytes"]
-        if not f.is_file() or f.stat().st_size != expected:
+        manifest = meta["files"][f"{split}.bin"]
+        if not f.is_file() or f.stat().st_size != manifest["bytes"]:
             actual = f.stat().st_size if f.is_file() else "missing"
-            raise DataError(f"{f} is {actual} bytes, meta.json says {expected}; delete {folder} and prepare again")
+            raise DataError(
+                f"{f} is {actual} bytes, meta.json says {manifest['bytes']}; delete {folder} and prepare again"
+            )
+        # Checksums too, where that is cheap next to training (a full pass over a GB-scale file would not be).
+        if verify_checksums and manifest["bytes"] <= CHECKSUM_LIMIT and _sha256(f) != manifest["sha256"]:
+            raise DataError(
+                f"{f} does not match its sha256 in meta.json (corrupted); delete {folder} and prepare again"
+            )
     return meta
 
 

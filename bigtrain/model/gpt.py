@@ -8,11 +8,15 @@ This file knows nothing about Lightning, DeepSpeed or parallelism. Every weight 
 module's constructor (`reset_parameters`), never by a parent walking its children afterwards: under DeepSpeed's
 `zero.Init` a leaf's parameters are partitioned as soon as its constructor returns, so a parent-level init would
 silently touch empty shards.
+
+Generation can keep a `KVCache`: the keys and values of the tokens already seen, so each new token costs one
+position of compute instead of the whole prefix. Training never passes one; its path is the plain causal forward.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +43,30 @@ class GPTConfig:
         return self.n_head * (self.head_dim or self.n_embd // self.n_head)
 
 
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, preallocated to max_len positions.
+
+    Layer i's attention calls `append(i, k, v)` with the new positions' (B, nh, T, hs) keys and values and gets
+    back all of them so far; `GPT.forward` advances `length` once every layer has appended.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.max_len = max_len
+        self.length = 0  # positions already cached (= position of the next token)
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, nh, T, hs = k.shape
+        if self.k[layer] is None:  # allocated on first use, so the cache takes the model's device and dtype
+            self.k[layer] = k.new_zeros(B, nh, self.max_len, hs)
+            self.v[layer] = v.new_zeros(B, nh, self.max_len, hs)
+        end = self.length + T
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, length + T, hs)
+
+
 class InitLinear(nn.Linear):
     """nn.Linear initialised N(0, std) with zero bias in its own constructor (see the module docstring)."""
 
@@ -60,8 +88,9 @@ class InitEmbedding(nn.Embedding):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
+        self.layer = layer  # index into a KVCache
         self.n_head = config.n_head
         self.head_dim = config.attn_dim // config.n_head
         self.dropout = config.dropout
@@ -70,16 +99,27 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = InitLinear(config.attn_dim, config.n_embd, bias=config.bias, std=residual_std)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.c_attn(x).split(self.n_head * self.head_dim, dim=2)
         # (B, T, nh * hs) -> (B, nh, T, hs)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, nh, T, hs)
+        if cache is None or cache.length == 0:
+            if cache is not None:
+                cache.append(self.layer, k, v)  # the prompt: plain causal attention, keys kept for later
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, nh, T, hs)
+        else:
+            past = cache.length
+            k, v = cache.append(self.layer, k, v)  # (B, nh, past + T, hs)
+            # New query i sits at position past + i and sees keys 0 .. past + i (one new token: all of them).
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
@@ -98,15 +138,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -119,7 +159,7 @@ class GPT(nn.Module):
                 wte=InitEmbedding(config.vocab_size, config.n_embd),
                 wpe=InitEmbedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
@@ -135,23 +175,60 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (B, T) token ids. Returns logits (B, T, vocab) and, with targets (B, T), the mean cross-entropy."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx: (B, T) token ids. Returns logits (B, T, vocab) and, with targets (B, T), the mean cross-entropy.
+        With a cache, idx holds only the positions after the cached ones, and their keys and values join it."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
-            if self.config.activation_checkpointing and self.training:
+            if cache is not None:
+                x = block(x, cache)
+            elif self.config.activation_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
+        if cache is not None:
+            cache.length += T
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
+
+    @torch.no_grad()
+    def generate_tokens(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        kv_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens next tokens (B, 1), one at a time, continuing idx (B, T); see `sample_next`.
+
+        Without kv_cache every step runs the whole window again. With it, the prompt runs once and each step feeds
+        one token; when the window is full the context slides, positions shift, and the cache is rebuilt from the
+        last block_size tokens, so both paths compute the same logits at every step.
+        """
+        block_size = self.config.block_size
+        cache: KVCache | None = None
+        for _ in range(max_new_tokens):
+            if not kv_cache:
+                logits, _ = self(idx[:, -block_size:])
+            elif cache is None or cache.length >= block_size:
+                cache = KVCache(self.config.n_layer, block_size)
+                logits, _ = self(idx[:, -block_size:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat((idx, next_id), dim=1)
+            yield next_id
 
     @torch.no_grad()
     def generate(
@@ -161,20 +238,36 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        top_p: float | None = None,
+        kv_cache: bool = True,
     ) -> torch.Tensor:
         """Append max_new_tokens sampled tokens to idx (B, T). temperature 0 means greedy decoding."""
-        for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
-            logits = logits[:, -1, :].float()  # (B, vocab)
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.size(-1):
-                    kth = torch.topk(logits, top_k).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1, generator=generator)
-            idx = torch.cat((idx, next_id), dim=1)
-        return idx
+        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, generator, kv_cache))
+        return torch.cat([idx, *new], dim=1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row of logits (B, vocab) -> (B, 1). temperature 0 is greedy (argmax); otherwise sample
+    from softmax(logits / temperature), keeping only the top_k likeliest tokens and then the smallest set whose
+    probability reaches top_p (nucleus sampling, Holtzman et al. 2019)."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the likelier ones already reach top_p; the likeliest token always stays.
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

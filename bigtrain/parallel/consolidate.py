@@ -1,76 +1,65 @@
-"""Sharded checkpoint -> one fp32 state dict that the plain `bigtrain.model.GPT` loads.
+"""Sharded checkpoint directories -> one full state dict, in this process, without a process group.
 
-`consolidated_state_dict(path)` reads, without a process group:
-- a DeepSpeed checkpoint folder (Lightning's `*.ckpt/` with `latest` and a `checkpoint/` tag folder): ZeRO 1-3 via
-  DeepSpeed's own zero_to_fp32 (which rebuilds the fp32 master weights from every rank's optimizer shard and
-  restores tied weights); ZeRO 0 from the module states file;
-- an FSDP sharded checkpoint folder (torch.distributed.checkpoint, `.metadata`): the model entries;
-- a single Lightning `.ckpt` file (single / ddp runs): its `state_dict`.
-Keys lose the LightningModule's `model.` prefix; the tied `lm_head.weight` is filled from the token table.
+Two layouts, both as PyTorch Lightning writes them:
+- DeepSpeed (ZeRO 1-3): `latest` + <tag>/*model_states.pt + *optim_states.pt; merged by DeepSpeed's own
+  zero_to_fp32 (fp32 weights); everything else Lightning saved is client state in mp_rank_00_model_states.pt.
+- FSDP (state_dict_type="sharded"): torch.distributed.checkpoint files (.metadata, *.distcp) with the weights
+  under "model", and meta.pt holding everything else.
+Lives in bigtrain/parallel because it is the only place that may import deepspeed; `bigtrain.checkpoint_io` calls
+it when generate/eval/export/init_from points at such a directory.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
-PREFIX = "model."  # GPTLightningModule keeps the GPT as `self.model`
+FSDP_META = "meta.pt"  # Lightning's _METADATA_FILENAME beside the distcp files
 
 
-def _strip(state: dict) -> dict[str, torch.Tensor]:
-    out = {k[len(PREFIX) :]: v.float() for k, v in state.items() if k.startswith(PREFIX) and torch.is_tensor(v)}
-    if "lm_head.weight" not in out and "transformer.wte.weight" in out:
-        out["lm_head.weight"] = out["transformer.wte.weight"]
-    return out
+def is_deepspeed_checkpoint(folder: Path) -> bool:
+    return (folder / "latest").is_file() or any(folder.glob("*/*model_states.pt"))
 
 
-def is_deepspeed_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / "latest").is_file()
+def is_fsdp_checkpoint(folder: Path) -> bool:
+    return (folder / ".metadata").is_file()
 
 
-def is_fsdp_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / ".metadata").is_file()
-
-
-def _deepspeed_state(path: Path) -> dict:
-    tag = (path / "latest").read_text().strip()
-    folder = path / tag
-    model_states = sorted(folder.glob("*model_states.pt"))
-    if not model_states:
-        raise FileNotFoundError(f"{folder} holds no DeepSpeed model states")
-    optim_states = sorted(folder.glob("*optim_states.pt"))
-    if not optim_states:  # ZeRO stage 0: the module states file is the whole model
-        return torch.load(model_states[0], map_location="cpu", weights_only=False)["module"]
+def consolidated_state_dict(folder: Path, tag: str | None = None) -> dict:
+    """DeepSpeed's own zero_to_fp32 merge of every rank's shards: {parameter name: fp32 tensor}."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag)
+    return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
 
 
-def _fsdp_state(path: Path) -> dict:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    metadata = dcp.FileSystemReader(str(path)).read_metadata()
-    keys = [
-        k
-        for k, v in metadata.state_dict_metadata.items()
-        if k.startswith("model.") and isinstance(v, TensorStorageMetadata)
-    ]
-    state = {"model": {k[len("model.") :]: torch.empty(metadata.state_dict_metadata[k].size) for k in keys}}
-    dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)), no_dist=True)
-    return state["model"]
+def deepspeed_client_state(folder: Path) -> dict:
+    for f in sorted(folder.glob("*/*mp_rank_00_model_states.pt")):
+        blob = torch.load(f, map_location="cpu", weights_only=False, mmap=True)  # weights stay on disk
+        if isinstance(blob, dict):
+            return blob
+    return {}
 
 
-def consolidated_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The fp32 GPT state dict stored in checkpoint `path` (see the module docstring for the formats)."""
-    path = Path(path).resolve()  # `last.ckpt` may be a link to the newest step's folder
-    if is_deepspeed_checkpoint(path):
-        state = _deepspeed_state(path)
-    elif is_fsdp_checkpoint(path):
-        state = _fsdp_state(path)
-    elif path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    else:
-        raise FileNotFoundError(f"{path} is not a checkpoint (no DeepSpeed `latest`, FSDP `.metadata` or .ckpt file)")
-    return _strip(state)
+def fsdp_state_dict(folder: Path) -> dict:
+    """The "model" entry of a torch.distributed.checkpoint directory, read whole (no optimizer states)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process": intended
+        try:
+            from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+            return dict(_load_state_dict_from_keys(keys={"model"}, checkpoint_id=str(folder))["model"])
+        except ImportError:  # older torch: convert the whole checkpoint (optimizer states too) through a file
+            import tempfile
+
+            from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+            with tempfile.TemporaryDirectory() as tmp:
+                dcp_to_torch_save(str(folder), f"{tmp}/full.pt")
+                return dict(torch.load(f"{tmp}/full.pt", weights_only=False)["model"])
+
+
+def fsdp_client_state(folder: Path) -> dict:
+    meta = folder / FSDP_META
+    return torch.load(meta, map_location="cpu", weights_only=False) if meta.is_file() else {}

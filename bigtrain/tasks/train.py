@@ -10,7 +10,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from bigtrain.config import sizes, validate
@@ -34,15 +33,35 @@ def prepared_data(cfg, progress: bool = True) -> Path:
 
 
 def save_run_config(cfg, run_dir: Path) -> Path:
+    """Write the resolved config (secrets redacted). A different config already there (a resumed run with changed
+    overrides) is kept as config.N.yaml: nothing written earlier is lost."""
+    from bigtrain.config.secrets import redact
+
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    text = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
+    if path.is_file() and path.read_text() != text:
+        n = 1
+        while (run_dir / f"config.{n}.yaml").exists():
+            n += 1
+        path.rename(run_dir / f"config.{n}.yaml")
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     validate(cfg, launching=True)
+    from bigtrain.training.checkpointing import find_resume_checkpoint
+
+    checkpoint = find_resume_checkpoint(cfg.resume, run_dir)
+    cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
+    if cfg.init_from:
+        from bigtrain.checkpoint_io import check_init_from
+
+        check_init_from(cfg)
     cfg.data.prepared_dir = str(prepared_data(cfg))
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     return fit(cfg, run_dir, started=started)
@@ -50,15 +69,20 @@ def run(cfg, run_dir: Path) -> dict:
 
 def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+    import torch
+    from pytorch_lightning.callbacks import RichProgressBar
 
-    from bigtrain.data import GPTDataModule
+    from bigtrain.config.secrets import redact
+    from bigtrain.data.datamodule import GPTDataModule
     from bigtrain.parallel import build_strategy
     from bigtrain.parallel.gather import full_state_dict, held_numel_per_rank, inner_optimizer
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
+    from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
+    from bigtrain.training.guards import NonFiniteGuard
     from bigtrain.training.loggers import build_loggers
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.quiet import quiet_libraries
+    from bigtrain.training.signals import GracefulStop
     from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
@@ -77,19 +101,23 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         tr.seed,
         cfg.data.num_workers,
     )
-    module = GPTLightningModule(cfg.model, cfg.optim, tr.max_steps, tokens_per_step)
+    module = GPTLightningModule(
+        cfg.model,
+        cfg.optim,
+        tr.max_steps,
+        tokens_per_step,
+        run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        init_from=cfg.init_from,
+    )
     bookends, throughput = ValidationBookends(), Throughput(tokens_per_step)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="step-{step:07d}",
-            every_n_train_steps=tr.checkpoint_every_n_steps or tr.max_steps,
-            save_last=True,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        ),
+        NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
+        checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
+        stop,
     ]
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
@@ -114,13 +142,15 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         enable_progress_bar=tr.progress,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()] if cfg.parallelism.name in ("single", "ddp") else None,
     )
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=tr.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
     fit_wall = time.perf_counter() - fit_started
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
+    replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
     held = held_numel_per_rank(trainer, module)  # collectives: every rank takes part
-    weights = full_state_dict(trainer, module) if tr.sample_tokens > 0 else None
+    weights = full_state_dict(trainer, module) if tr.sample_tokens > 0 and stop.received is None else None
     if not trainer.is_global_zero:
         return {}
 
@@ -129,7 +159,10 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     final = bookends.final[1] if bookends.final else None
     summary = {
         "run_dir": str(run_dir),
+        "status": "completed" if stop.received is None else f"stopped by {stop.received} at step {stop.stopped_at}",
+        "resumed_from": cfg.resume,
         "model": cfg.model.name,
+        "init_from": cfg.init_from,
         "n_params": n_params(module),
         "parallelism": cfg.parallelism.name,
         "strategy": type(trainer.strategy).__name__,
@@ -148,6 +181,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "peak_memory_bytes": peak,
+        "replicas_identical": replicas_identical,
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
@@ -163,23 +197,37 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
 
 def n_params(module) -> int:
     """The GPT's parameter count, from a copy on the meta device (sharded parameters hide their full size)."""
+    import torch
+
     from bigtrain.model import GPT
 
     with torch.device("meta"):
         return GPT(module.gpt_config).num_params()
 
 
+def replicas_agree(trainer, module) -> bool:
+    """Whether every data-parallel replica ends with bit-identical weights (DDP's promise), by gathering a
+    per-parameter float64 checksum from each rank."""
+    import torch
+
+    checksum = torch.stack([p.detach().double().sum() + (p.detach().double() ** 2).sum() for p in module.parameters()])
+    gathered = trainer.strategy.all_gather(checksum)  # (world, n_params)
+    return bool((gathered == gathered[0]).all())
+
+
 def write_sample(cfg, module, run_dir: Path, weights: dict | None) -> str | None:
     """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt.
 
     `weights` is the gathered fp32 state dict: the sample comes from a plain GPT, whatever the sharding."""
+    import torch
+
     from bigtrain.model import GPT
 
     n = cfg.trainer.sample_tokens
     if n <= 0 or weights is None:
         return None
     folder = Path(cfg.data.prepared_dir)
-    tokenizer = load_tokenizer(read_meta(folder), folder)
+    tokenizer = load_tokenizer(read_meta(folder, verify_checksums=False), folder)
     model = GPT(module.gpt_config).to(module.device)
     model.load_state_dict(weights)
     prompt = torch.tensor(tokenizer.encode(cfg.trainer.sample_prompt), dtype=torch.long)[None].to(module.device)

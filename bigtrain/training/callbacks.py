@@ -27,6 +27,8 @@ class ValidationBookends(pl.Callback):
         return module.evaluate(trainer.datamodule.val_dataloader())
 
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        if trainer.global_step > 0 and module.val_history:  # resumed: the history came with the checkpoint
+            self.first = module.val_history[0]
         if trainer.global_step == 0 and trainer.limit_val_batches != 0:
             loss = self._evaluate(trainer, module)
             self.first = (0, loss)
@@ -34,8 +36,8 @@ class ValidationBookends(pl.Callback):
             _log(trainer, {"val/loss": loss, "val/ppl": float(torch.exp(torch.tensor(loss)))}, step=0)
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        if trainer.limit_val_batches == 0:
-            return
+        if trainer.limit_val_batches == 0 or trainer.global_step < trainer.max_steps:
+            return  # no validation configured, or stopped early by a signal: leave quickly
         if module.val_history and module.val_history[-1][0] == trainer.global_step:
             self.final = module.val_history[-1]
             return

@@ -7,7 +7,9 @@ It builds the GPT in `configure_model`, the hook Lightning runs inside the strat
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -25,9 +27,19 @@ def lr_at(step: int, lr: float, min_lr: float, warmup: int, max_steps: int, deca
 
 
 class GPTLightningModule(pl.LightningModule):
-    def __init__(self, model_cfg, optim_cfg, max_steps: int, tokens_per_step: int):
+    def __init__(
+        self,
+        model_cfg,
+        optim_cfg,
+        max_steps: int,
+        tokens_per_step: int,
+        run_config: dict | None = None,
+        init_from: str | None = None,
+    ):
         super().__init__()
         self.gpt_config = gpt_config_from(model_cfg)
+        self.run_config = run_config  # stored in every checkpoint, so a checkpoint file describes its own model
+        self.init_from = init_from  # a checkpoint whose weights start this run (fine-tuning)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.tokens_per_step = tokens_per_step  # global: global_batch_size x block_size
@@ -37,6 +49,11 @@ class GPTLightningModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:  # Lightning may call this more than once (e.g. on resume)
             self.model = GPT(self.gpt_config)
+            if self.init_from:
+                from bigtrain.checkpoint_io import load_model, locate
+
+                # Weights only: the optimizer, schedule and step count start fresh (train.run checked the fit).
+                self.model.load_state_dict(load_model(locate(self.init_from, "init_from")).state_dict())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -68,6 +85,37 @@ class GPTLightningModule(pl.LightningModule):
             if grads:
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
                 self.log("train/grad_norm", norm, rank_zero_only=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Everything an exact resume needs beyond Lightning's own state: the validation history (so the summary
+        # still knows where the run started) and every RNG (dropout, sampling), in weights_only-loadable types.
+        if self.run_config is not None:  # makes every checkpoint self-describing (generate, eval, export)
+            from bigtrain.checkpoint_io import RUN_CONFIG_KEY
+
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
+        np_state = np.random.get_state()
+        checkpoint["bigtrain"] = {
+            "val_history": [[int(s), float(v)] for s, v in self.val_history],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "python": random.getstate(),
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("bigtrain", {})
+        self.val_history = [(int(s), float(v)) for s, v in state.get("val_history", [])]
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
 
     def configure_optimizers(self):
         o = self.optim_cfg

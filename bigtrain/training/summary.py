@@ -9,7 +9,9 @@ from pathlib import Path
 def write_summary(run_dir: Path, summary: dict) -> Path:
     path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    from bigtrain.config.secrets import redact
+
+    tmp.write_text(json.dumps(redact(summary), indent=2, default=str))
     tmp.replace(path)
     return path
 

@@ -1,0 +1,150 @@
+"""Runs that survive: SIGKILL + resume=auto is exact, SIGTERM checkpoints and exits cleanly, corrupt checkpoints
+are skipped, keep_last holds."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigtrain.training.checkpointing import check_loadable, find_resume_checkpoint
+from tests.conftest import NANO, assert_ok, read_summary, run_bigtrain
+
+RUN = [
+    *NANO,
+    "trainer.max_steps=30",
+    "trainer.checkpoint_every_n_steps=10",
+    "trainer.val_check_interval=15",
+    "trainer.keep_last=2",
+]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """train/loss per step; a resumed run re-logs the steps after its checkpoint, and the last row wins."""
+    with open(run_dir / "metrics.csv") as f:
+        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+
+
+def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bigtrain", *RUN, *extra, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path.name} appeared:\n{proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    assert_ok(run_bigtrain(*RUN, run_dir=run_dir))
+    return run_dir
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_auto_is_bit_identical(reference, tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = start(run_dir)
+    wait_for(run_dir / "checkpoints" / "step-0000010.ckpt", proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert not (run_dir / "summary.json").exists()
+    resumed = run_bigtrain(*RUN, "resume=auto", run_dir=run_dir)
+    assert_ok(resumed)
+    s = read_summary(run_dir)
+    assert s["status"] == "completed" and s["steps"] == 30 and s["resumed_from"].endswith(".ckpt")
+    ref, got = losses(reference), losses(run_dir)
+    start_step = int(Path(s["resumed_from"]).stem.split("-")[1])
+    assert start_step >= 10
+    assert [got[k] for k in range(start_step, 30)] == [ref[k] for k in range(start_step, 30)]  # bit-identical
+    assert s["first_val_loss"] == read_summary(reference)["first_val_loss"]  # history came with the checkpoint
+    assert s["final_val_loss"] == read_summary(reference)["final_val_loss"]
+    # keep_last=2: only the two newest step checkpoints remain; last.ckpt points at the newest.
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*.ckpt"))
+    assert kept == ["step-0000020.ckpt", "step-0000030.ckpt"]
+    assert (run_dir / "checkpoints" / "last.ckpt").resolve().name == "step-0000030.ckpt"
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(reference, tmp_path):
+    run_dir = tmp_path / "preempted"
+    proc = start(run_dir)
+    wait_for(run_dir / "checkpoints" / "step-0000010.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    s = read_summary(run_dir)
+    assert s["status"].startswith("stopped by SIGTERM at step ") and s["steps"] < 30
+    stopped = s["steps"]
+    assert (run_dir / "checkpoints" / f"step-{stopped:07d}.ckpt").is_file()
+    assert_ok(run_bigtrain(*RUN, "resume=auto", run_dir=run_dir))
+    ref, got = losses(reference), losses(run_dir)
+    assert [got[k] for k in range(stopped, 30)] == [ref[k] for k in range(stopped, 30)]
+
+
+@pytest.mark.slow
+def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    ddp = [
+        "parallelism=ddp",
+        "hardware.devices=2",
+        "trainer.max_steps=16",
+        "trainer.checkpoint_every_n_steps=8",
+        "trainer.sample_tokens=0",
+    ]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert_ok(run_bigtrain(*RUN, *ddp, run_dir=whole))
+    proc = start(cut, *ddp)
+    wait_for(cut / "checkpoints" / "step-0000008.ckpt", proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # both ranks: they share the session
+    proc.wait()
+    assert_ok(run_bigtrain(*RUN, *ddp, "resume=auto", run_dir=cut))
+    a, b = losses(whole), losses(cut)
+    assert all(abs(a[k] - b[k]) <= 1e-6 for k in range(8, 16)), [(a[k], b[k]) for k in range(8, 16)]
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    good = {"state_dict": {"w": torch.ones(2)}, "global_step": 10}
+    torch.save(good, folder / "step-0000010.ckpt")
+    torch.save({**good, "global_step": 20}, folder / "step-0000020.ckpt")
+    data = (folder / "step-0000020.ckpt").read_bytes()
+    (folder / "step-0000020.ckpt").write_bytes(data[: len(data) // 2])  # truncated mid-write
+    messages: list[str] = []
+    assert find_resume_checkpoint("auto", tmp_path / "run", log=messages.append) == folder / "step-0000010.ckpt"
+    assert "step-0000020.ckpt is unreadable" in messages[0] and "trying the previous one" in messages[0]
+    assert check_loadable(folder / "step-0000010.ckpt") is None
+    assert find_resume_checkpoint("auto", tmp_path / "fresh") is None  # nothing to resume: a fresh run
+
+
+def test_resume_path_errors(tmp_path):
+    from bigtrain.errors import BigtrainError
+
+    with pytest.raises(BigtrainError, match="resume=/no/such/run does not exist"):
+        find_resume_checkpoint("/no/such/run", tmp_path)
+    bad = tmp_path / "step-0000005.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(BigtrainError, match="cannot be used: unreadable"):
+        find_resume_checkpoint(str(bad), tmp_path)
+
+
+def test_checkpoints_load_with_weights_only(reference):
+    ckpt = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 30 and "rng" in ckpt["bigtrain"] and ckpt["bigtrain"]["val_history"]
