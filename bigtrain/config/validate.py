@@ -7,6 +7,7 @@ into one ConfigError line. `derived` sizes (world, data-parallel, accumulation) 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 from bigtrain.data.tokenizer import TOKENIZERS
@@ -23,9 +24,9 @@ def _task_names() -> tuple[str, ...]:
 
 
 TASKS = _task_names()
-PARALLELISMS = ("single", "ddp", "tp", "pipeline")
+PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp", "tp", "pipeline")
 PIPELINE_SCHEDULES = ("gpipe", "1f1b")
-SHARDED_PARALLELISMS: tuple[str, ...] = ()  # strategies that implement zero stages and offload
+SHARDED_PARALLELISMS: tuple[str, ...] = ("deepspeed", "fsdp")  # strategies that implement zero stages and offload
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
@@ -144,6 +145,38 @@ def _model_parallel_problems(cfg, s: Sizes, planning: bool = False) -> list[str]
     return p
 
 
+def _offload_problems(cfg) -> list[str]:
+    """ZeRO stage x offload x strategy rules (DeepSpeed ignores some combinations silently, so we refuse them)."""
+    from omegaconf import OmegaConf
+
+    p: list[str] = []
+    par, stage, off = cfg.parallelism.name, cfg.zero.stage, cfg.offload.name
+    if par not in SHARDED_PARALLELISMS or off not in OFFLOADS:
+        return p
+    if off == "nvme":
+        if stage != 3:
+            p.append(
+                f"offload=nvme needs zero=3 (DeepSpeed silently ignores NVMe offload below stage 3), "
+                f"but zero.stage={stage}; use zero=3, or offload=cpu"
+            )
+        if OmegaConf.is_missing(cfg.offload, "nvme_path") or not cfg.offload.nvme_path:
+            p.append("offload=nvme needs offload.nvme_path=/a/folder/on/a/fast/disk (it is unset)")
+    if off == "cpu-params" and stage != 3:
+        p.append(
+            f"offload=cpu-params offloads parameters, which only ZeRO stage 3 partitions, but zero.stage={stage}; "
+            f"use zero=3, or offload=cpu (optimizer states only)"
+        )
+    if par == "fsdp":
+        if stage == 1:
+            p.append("zero.stage=1 has no FSDP equivalent; with parallelism=fsdp use zero=0, 2 or 3")
+        if off in ("cpu", "nvme"):
+            p.append(
+                f"offload={off} is DeepSpeed's; FSDP offloads parameters and optimizer together: "
+                f"use offload=cpu-params with zero=3, or parallelism=deepspeed"
+            )
+    return p
+
+
 def problems_of(cfg, planning: bool = False) -> list[str]:
     """Every broken rule of the composed config, as phrases (empty when valid).
 
@@ -186,7 +219,8 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
         p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")
     if cfg.offload.name not in OFFLOADS:
         p.append(f"offload={cfg.offload.name} is unknown; valid: {', '.join(OFFLOADS)}")
-    if cfg.offload.params != "none" and cfg.zero.stage != 3:
+    if cfg.offload.params != "none" and cfg.zero.stage != 3 and par.name not in SHARDED_PARALLELISMS:
+        # (with a sharded strategy, _offload_problems says the same in its own words)
         p.append(
             f"offload={cfg.offload.name} moves parameters (offload.params={cfg.offload.params}), which needs "
             f"zero.stage=3 but zero.stage={cfg.zero.stage}; use zero=3 or offload=cpu"
@@ -208,6 +242,8 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
                     else "use offload=none"
                 )
             )
+
+    p += _offload_problems(cfg)
 
     _positive(
         p,
@@ -266,7 +302,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
 def _use_problems(cfg) -> list[str]:
     """Rules of the tasks that use a trained model: generate, eval, export, and fine-tuning (init_from)."""
     p: list[str] = []
-    if cfg.task in ("generate", "eval", "export") and not cfg.ckpt:
+    if cfg.task in ("generate", "eval", "export", "consolidate") and not cfg.ckpt:
         p.append(f"task={cfg.task} needs ckpt=<a .ckpt file, a run directory, or a checkpoint directory>")
     if cfg.task == "generate" and (cfg.prompt is None) == (cfg.prompt_file is None):
         p.append(
@@ -362,11 +398,26 @@ def wandb_problems(cfg) -> list[str]:
     return ["logger.mode=online needs WANDB_API_KEY (or `wandb login`); use logger.mode=offline and `wandb sync` later"]
 
 
+def nvme_path_problems(cfg) -> list[str]:
+    """offload=nvme swaps into offload.nvme_path on this machine: it must be an existing, writable folder."""
+    if cfg.parallelism.name not in SHARDED_PARALLELISMS or cfg.offload.name != "nvme" or not cfg.offload.nvme_path:
+        return []
+    path = cfg.offload.nvme_path
+    if not os.path.isdir(path):
+        return [f"offload.nvme_path={path} does not exist (or is not a folder); create it or point it at one"]
+    try:  # a real write: permission bits alone say nothing about root, read-only mounts or pseudo file systems
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return [f"offload.nvme_path={path} is not writable by this user ({e.strerror}); choose a folder you can write"]
+    return []
+
+
 def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
     problems = problems_of(cfg, planning=planning)
     if launching and not problems:
-        problems = local_device_problems(cfg) + wandb_problems(cfg)
+        problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
             import torch
 

@@ -91,7 +91,7 @@ def run(cfg, run_dir: Path) -> dict:
     return fit(cfg, run_dir, started=started)
 
 
-def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
+def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import RichProgressBar
@@ -99,6 +99,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     from bigtrain.config.secrets import redact
     from bigtrain.data.datamodule import GPTDataModule
     from bigtrain.parallel import build_strategy
+    from bigtrain.parallel.gather import full_state_dict, held_numel_per_rank, inner_optimizer
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
     from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
     from bigtrain.training.guards import NonFiniteGuard
@@ -167,6 +168,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         from bigtrain.training.requeue import RequeueOnSignal
 
         callbacks.append(RequeueOnSignal(run_dir))
+    callbacks += list(extra_callbacks)
     trainer = pl.Trainer(
         accelerator=cfg.hardware.accelerator,
         devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
@@ -195,12 +197,14 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
     replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
     state_bytes = int(trainer.strategy.reduce(torch.tensor(float(states.total)), reduce_op="max"))  # per rank
+    held = held_numel_per_rank(trainer, module)  # collectives: every rank takes part
+    # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
+    can_sample = tr.sample_tokens > 0 and stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
+    weights = full_state_dict(trainer, module) if can_sample else None  # gathered on rank zero (collective)
     if not trainer.is_global_zero:
         return {}
 
-    # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
-    can_sample = stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
-    sample = write_sample(cfg, module, run_dir) if can_sample else None
+    sample = write_sample(cfg, module, run_dir, weights) if can_sample else None
     first = bookends.first[1] if bookends.first else None
     final = bookends.final[1] if bookends.final else None
     summary = {
@@ -209,8 +213,12 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "resumed_from": cfg.resume,
         "model": cfg.model.name,
         "init_from": cfg.init_from,
-        "n_params": module.model.num_params(),
+        "n_params": n_params(module),
         "parallelism": cfg.parallelism.name,
+        "strategy": type(trainer.strategy).__name__,
+        "zero_stage": cfg.zero.stage if cfg.parallelism.name in ("deepspeed", "fsdp") else None,
+        "offload": cfg.offload.name,
+        "optimizer": type(inner_optimizer(trainer)).__name__,
         "world_size": trainer.world_size,
         "precision": str(tr.precision),
         "global_batch_size": tr.global_batch_size,
@@ -228,6 +236,7 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
+        "held_numel_per_rank": held,
         "sample": sample,
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
@@ -236,6 +245,16 @@ def fit(cfg, run_dir: Path, started: float | None = None) -> dict:
     if sample:
         print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---\n{sample}\n---")
     return summary
+
+
+def n_params(module) -> int:
+    """The GPT's parameter count, from a copy on the meta device (sharded parameters hide their full size)."""
+    import torch
+
+    from bigtrain.model import GPT
+
+    with torch.device("meta"):
+        return GPT(module.gpt_config).num_params()
 
 
 def replicas_agree(trainer, module) -> bool:
@@ -248,19 +267,25 @@ def replicas_agree(trainer, module) -> bool:
     return bool((gathered == gathered[0]).all())
 
 
-def write_sample(cfg, module, run_dir: Path) -> str | None:
-    """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt."""
+def write_sample(cfg, module, run_dir: Path, weights: dict | None) -> str | None:
+    """Text sampled from the trained model (temperature 0.8, top-k 40, fixed seed), saved as sample.txt.
+
+    `weights` is the gathered fp32 state dict: the sample comes from a plain GPT, whatever the sharding."""
     import torch
 
+    from bigtrain.model import GPT
+
     n = cfg.trainer.sample_tokens
-    if n <= 0:
+    if n <= 0 or weights is None:
         return None
     folder = Path(cfg.data.prepared_dir)
     tokenizer = load_tokenizer(read_meta(folder, verify_checksums=False), folder)
+    model = GPT(module.gpt_config).to(module.device)
+    model.load_state_dict(weights)
     prompt = torch.tensor(tokenizer.encode(cfg.trainer.sample_prompt), dtype=torch.long)[None].to(module.device)
     generator = torch.Generator(device=module.device).manual_seed(cfg.trainer.seed)
-    module.model.eval()
-    out = module.model.generate(prompt, n, temperature=0.8, top_k=40, generator=generator)
+    model.eval()
+    out = model.generate(prompt, n, temperature=0.8, top_k=40, generator=generator)
     text = tokenizer.decode(out[0].tolist())
     (run_dir / "sample.txt").write_text(text)
     return text

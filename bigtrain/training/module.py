@@ -134,10 +134,18 @@ class GPTLightningModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         # Weight decay on matrices (dim >= 2) only: biases and LayerNorm gains stay undecayed (GPT-2/3 practice).
-        params = [p for p in self.parameters() if p.requires_grad]
+        # The decision reads each parameter's true rank from a meta-device copy of the GPT, by name: under ZeRO-3 a
+        # parameter is an empty placeholder and under FSDP a flat 1-D shard, so p.dim() would put all in one group.
+        with torch.device("meta"):
+            ndims = {name: p.dim() for name, p in GPT(self.gpt_config).named_parameters()}
+        params = [
+            (p, ndims[name.replace("_fsdp_wrapped_module.", "")])
+            for name, p in self.model.named_parameters()
+            if p.requires_grad
+        ]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p, ndim in params if ndim >= 2], "weight_decay": o.weight_decay},
+            {"params": [p for p, ndim in params if ndim < 2], "weight_decay": 0.0},
         ]
         on_gpu = self.device.type == "cuda"
         fused = o.fused if o.fused is not None else on_gpu
@@ -158,9 +166,12 @@ class GPTLightningModule(pl.LightningModule):
         self.eval()
         total = torch.zeros((), device=self.device)
         n = 0
+        # Through the strategy's wrapper (DDP, DeepSpeed engine, FSDP root), as Lightning's own loops call it: under
+        # FSDP the root unit's weights (embeddings, final norm) are only gathered by the wrapper's forward.
+        wrapped = self.trainer.strategy.model or self
         with self.trainer.precision_plugin.forward_context():
             for x, y in dataloader:
-                _, loss = self.model(x.to(self.device), y.to(self.device))
+                _, loss = wrapped(x.to(self.device), y.to(self.device))
                 total += loss.float()
                 n += 1
         self.train(was_training)
