@@ -138,8 +138,10 @@ class GPTLightningModule(pl.LightningModule):
         # parameter is an empty placeholder and under FSDP a flat 1-D shard, so p.dim() would put all in one group.
         with torch.device("meta"):
             ndims = {name: p.dim() for name, p in GPT(self.gpt_config).named_parameters()}
+        # Names the plain GPT lacks (a pipeline stage's own output head, tensor parallel's split q/k/v) are whole
+        # tensors or DTensors there, whose dim() is the true rank.
         params = [
-            (p, ndims[name.replace("_fsdp_wrapped_module.", "")])
+            (p, ndims.get(name.replace("_fsdp_wrapped_module.", ""), p.dim()))
             for name, p in self.model.named_parameters()
             if p.requires_grad
         ]
