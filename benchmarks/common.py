@@ -103,16 +103,9 @@ def run_plain(args: list[str], ctx: Context, timeout: float = 900) -> tuple[floa
 
 def compose(*overrides: str):
     """The config `python -m bigtrain OVERRIDES` would see (no run directory)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from bigtrain.config.compose import compose_config
 
-    from bigtrain.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 def model_overrides(ctx: Context) -> list[str]:
