@@ -1,6 +1,6 @@
 """Planner speed: one plan of GPT-3 175B on 1024 A100s, and a search over >= 1,000 layouts.
 
-    python benchmarks/bench_plan.py [--out bench_plan.json] [--repeat 20]
+    python benchmarks/bench_plan.py [--out benchmarks/results/bench_plan.json] [--repeat 20]
 
 Prints a table and writes JSON. Targets (issue 4): a 175B plan in under 50 ms, a search over at least 1,000
 candidates in under 2 s, on a 2-core machine. Times are the median of --repeat runs, after composing the config
@@ -43,7 +43,7 @@ def _median_s(fn, repeat: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench_plan.json")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_plan.json"))
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
 
