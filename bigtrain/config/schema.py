@@ -58,6 +58,10 @@ class ZeroConfig:
     reduce_bucket_size: int = 200_000_000
     allgather_bucket_size: int = 200_000_000
     overlap_comm: bool = True
+    # ZeRO-3 keeps tensors smaller than this whole on every rank (DeepSpeed's default is 1e5). 0 partitions every
+    # tensor, so what each rank holds is exactly 1/dp of the model (the planner reads the same value); raise it on
+    # GPUs to skip all-gathering biases and LayerNorm gains.
+    stage3_param_persistence_threshold: int = 0
     contiguous_gradients: bool = True
 
 

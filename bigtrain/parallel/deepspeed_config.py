@@ -7,10 +7,6 @@ Trainer.gradient_clip_val) and the bf16 / fp16 sections (from Trainer.precision)
 
 from __future__ import annotations
 
-# Stage-3 knobs: parameters smaller than this stay whole on every rank (DeepSpeed's default is 1e5 elements,
-# which would keep all of a test-sized model unpartitioned and hide whether sharding works).
-PARAM_PERSISTENCE_THRESHOLD = 0
-
 
 def offload_devices(cfg) -> tuple[str, str]:
     """(optimizer device, parameter device) for cfg.offload, each none | cpu | nvme."""
@@ -34,7 +30,7 @@ def deepspeed_config(cfg) -> dict:
         "contiguous_gradients": z.contiguous_gradients,
     }
     if z.stage == 3:
-        zero["stage3_param_persistence_threshold"] = PARAM_PERSISTENCE_THRESHOLD
+        zero["stage3_param_persistence_threshold"] = z.stage3_param_persistence_threshold
         zero["stage3_prefetch_bucket_size"] = z.allgather_bucket_size
     opt_device, param_device = offload_devices(cfg)
     nvme_path = o.nvme_path if "nvme" in (opt_device, param_device) else None

@@ -63,6 +63,9 @@ def save_run_config(cfg, run_dir: Path) -> Path:
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
+    from bigtrain.training.quiet import quiet_libraries
+
+    quiet_libraries()
     validate(cfg, launching=True)
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.

@@ -124,7 +124,7 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path, log=print) -> Path
             raise BigtrainError(
                 f"resume={resume} does not exist; give a checkpoint file, a run directory, or resume=auto"
             )
-        if target.is_file() or _STEP.search(target.name):
+        if target.is_file() or target.suffix == ".ckpt":  # a file, or a sharded checkpoint's folder
             reason = check_loadable(target)
             if reason:
                 raise BigtrainError(f"resume={resume} cannot be used: {reason}")

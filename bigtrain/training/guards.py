@@ -27,11 +27,14 @@ class NonFiniteGuard(pl.Callback):
         self.skipped: list[int] = []
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module, optimizer) -> None:
+        # Each rank checks what it holds (a DTensor's local shard, a ZeRO partition may hold none), then the ranks
+        # agree: one all-reduce, taken by every rank unconditionally so none waits alone.
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if not grads:
-            return
-        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if finite:
+        local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+        bad = torch.tensor(0.0 if all(bool(torch.isfinite(g).all()) for g in local) else 1.0, device=module.device)
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce(bad, reduce_op="max")
+        if bad.item() == 0:
             return
         step = trainer.global_step
         if self.policy == "skip":

@@ -29,6 +29,8 @@ def _tensors(obj, depth: int = 2):
 def _storage_bytes(tensors, seen: set) -> int:
     total = 0
     for t in tensors:
+        if hasattr(t, "to_local"):  # a DTensor (tensor parallel): this rank's shard
+            t = t.to_local()
         if t.device.type == "meta":
             continue
         storage = t.untyped_storage()
