@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -49,7 +50,8 @@ def job_started(run_dir: Path, overrides: list[str], job_num: int) -> dict:
     return write_status(
         run_dir,
         status="running",
-        overrides=overrides,
+        # As the user typed them: bigtrain's CLI shim quotes numeric group choices (zero='2') for Hydra.
+        overrides=[re.sub(r"^([\w/.+~-]+)='(\d+)'$", r"\1=\2", o) for o in overrides],
         job_num=job_num,
         started=previous.get("started", time.time()),  # a requeued job keeps its first start
         attempts=previous.get("attempts", 0) + 1,

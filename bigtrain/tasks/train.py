@@ -91,6 +91,8 @@ def run(cfg, run_dir: Path) -> dict:
     if launched_by_slurm():
         config_ready_marker(run_dir).touch()  # the other SLURM tasks start now, from exactly this config
     write_plan(run_dir, planned)
+    if fresh_process_needed(cfg):
+        return fit_in_fresh_process(run_dir)
     return fit(cfg, run_dir, started=started)
 
 
@@ -115,6 +117,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
+    saved_env = {key: os.environ.get(key) for key in DIST_ENV}
     started = started if started is not None else time.perf_counter()
     tr = cfg.trainer
     s = sizes(cfg)
@@ -204,6 +207,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
     can_sample = tr.sample_tokens > 0 and stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
     weights = full_state_dict(trainer, module) if can_sample else None  # gathered on rank zero (collective)
+    release_process_group(saved_env)  # the last collective is done
     if not trainer.is_global_zero:
         return {}
 
@@ -258,6 +262,55 @@ def n_params(module) -> int:
 
     with torch.device("meta"):
         return GPT(module.gpt_config).num_params()
+
+
+# Rendezvous variables the launchers set in this process; restored after a run so the next one picks its own port.
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE")
+
+
+def fresh_process_needed(cfg) -> bool:
+    """A multi-process run inside a Hydra multirun trains in a fresh process: the sweep's own process runs every
+    point, and torch.distributed / DeepSpeed state left by one point's ranks would leave the next one hanging."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return multirun and sizes(cfg).world > 1 and not launched_by_slurm()
+
+
+def fit_in_fresh_process(run_dir: Path) -> dict:
+    """Rank zero as `python -m bigtrain.worker RUN_DIR` (which starts the other ranks as usual); its summary."""
+    import json
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in DIST_ENV}
+    proc = subprocess.run([sys.executable, "-m", "bigtrain.worker", str(run_dir.resolve())], env=env)
+    if proc.returncode != 0:
+        from bigtrain.errors import BigtrainError
+
+        raise BigtrainError(f"training in {run_dir} exited with status {proc.returncode} (its log is above)")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def release_process_group(saved_env: dict[str, str | None]) -> None:
+    """Tear down torch.distributed (and DeepSpeed's handle on it) after a run, so the next run in the same process
+    (a Hydra multirun point) starts its own group instead of reusing one whose peers have exited."""
+    import sys
+
+    import torch.distributed as dist
+
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    ds_comm = sys.modules.get("deepspeed.comm.comm")
+    if ds_comm is not None:
+        ds_comm.cdb = None
 
 
 def replicas_agree(trainer, module) -> bool:
