@@ -31,6 +31,9 @@ COMMON = [
     "optim.decay=constant",
     "trainer.sample_tokens=0",
     "hardware.devices=2",
+    # Partition every tensor (DeepSpeed keeps tensors under 1e5 elements whole, which is all of nano), so the
+    # per-rank halves are visible.
+    "zero.stage3_param_persistence_threshold=0",
 ]
 N_PARAMS = 34_688  # nano: tied weights counted once
 TRAJECTORY_TOL = 1e-5  # fp32: ZeRO only moves where states live, not the arithmetic

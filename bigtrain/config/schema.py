@@ -58,10 +58,9 @@ class ZeroConfig:
     reduce_bucket_size: int = 200_000_000
     allgather_bucket_size: int = 200_000_000
     overlap_comm: bool = True
-    # ZeRO-3 keeps tensors smaller than this whole on every rank (DeepSpeed's default is 1e5). 0 partitions every
-    # tensor, so what each rank holds is exactly 1/dp of the model (the planner reads the same value); raise it on
-    # GPUs to skip all-gathering biases and LayerNorm gains.
-    stage3_param_persistence_threshold: int = 0
+    # ZeRO-3 keeps tensors with fewer elements than this whole on every rank (DeepSpeed's default: it saves
+    # all-gathers of biases and LayerNorm gains); 0 partitions every tensor. The planner reads the same value.
+    stage3_param_persistence_threshold: int = 100_000
     contiguous_gradients: bool = True
 
 
