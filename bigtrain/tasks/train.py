@@ -117,7 +117,6 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
-    saved_env = {key: os.environ.get(key) for key in DIST_ENV}
     started = started if started is not None else time.perf_counter()
     tr = cfg.trainer
     s = sizes(cfg)
@@ -207,7 +206,6 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
     can_sample = tr.sample_tokens > 0 and stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
     weights = full_state_dict(trainer, module) if can_sample else None  # gathered on rank zero (collective)
-    release_process_group(saved_env)  # the last collective is done
     if not trainer.is_global_zero:
         return {}
 
@@ -264,7 +262,7 @@ def n_params(module) -> int:
         return GPT(module.gpt_config).num_params()
 
 
-# Rendezvous variables the launchers set in this process; restored after a run so the next one picks its own port.
+# Rendezvous variables an earlier point of the sweep left in this process: a fresh rank zero starts without them.
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE")
 
 
@@ -291,26 +289,6 @@ def fit_in_fresh_process(run_dir: Path) -> dict:
 
         raise BigtrainError(f"training in {run_dir} exited with status {proc.returncode} (its log is above)")
     return json.loads((run_dir / "summary.json").read_text())
-
-
-def release_process_group(saved_env: dict[str, str | None]) -> None:
-    """Tear down torch.distributed (and DeepSpeed's handle on it) after a run, so the next run in the same process
-    (a Hydra multirun point) starts its own group instead of reusing one whose peers have exited."""
-    import sys
-
-    import torch.distributed as dist
-
-    for key, value in saved_env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    ds_comm = sys.modules.get("deepspeed.comm.comm")
-    if ds_comm is not None:
-        ds_comm.cdb = None
 
 
 def replicas_agree(trainer, module) -> bool:
