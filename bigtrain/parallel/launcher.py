@@ -38,6 +38,19 @@ class RunDirLauncher(_SubprocessScriptLauncher):
             self.procs.append(subprocess.Popen(command, env=child_env))
 
 
+class RunDirLauncherMixin:
+    """Mixin for a DDP-family strategy (DDP, DeepSpeed, FSDP, ModelParallel): takes `run_dir` and starts the extra
+    local ranks through bigtrain.worker. Put it first in the bases: `class X(RunDirLauncherMixin, DDPStrategy)`."""
+
+    def __init__(self, run_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir = run_dir
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        configure_run_dir_launcher(self, self.run_dir)
+
+
 def configure_run_dir_launcher(strategy, run_dir: Path) -> None:
     """Give a DDP-family strategy (DDP, DeepSpeed, FSDP) bigtrain's launcher instead of Lightning's default."""
     env = strategy.cluster_environment

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
-from bigtrain.parallel.launcher import configure_run_dir_launcher
+from bigtrain.parallel.launcher import RunDirLauncherMixin
 
 # zero stage -> FSDP sharding strategy (FSDP has no optimizer-only stage, so zero=1 is refused by validate).
 FSDP_SHARDING = {0: "NO_SHARD", 2: "SHARD_GRAD_OP", 3: "FULL_SHARD"}
@@ -28,19 +28,11 @@ def process_group_backend(cfg) -> str:
     return cfg.parallelism.process_group_backend or ("nccl" if cfg.hardware.accelerator == "gpu" else "gloo")
 
 
-class RunDirDDPStrategy(DDPStrategy):
+class RunDirDDPStrategy(RunDirLauncherMixin, DDPStrategy):
     """DDPStrategy whose extra local ranks start through bigtrain.worker (see launcher.py)."""
 
-    def __init__(self, run_dir: Path, **kwargs):
-        super().__init__(**kwargs)
-        self.run_dir = run_dir
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        configure_run_dir_launcher(self, self.run_dir)
-
-
-class RunDirDeepSpeedStrategy(DeepSpeedStrategy):
+class RunDirDeepSpeedStrategy(RunDirLauncherMixin, DeepSpeedStrategy):
     """Lightning's DeepSpeedStrategy, started through bigtrain.worker, with DeepSpeedCPUAdam when offloading.
 
     DeepSpeed runs the optimizer step of offloaded states on the host and insists on its own vectorised CPU Adam
@@ -49,13 +41,8 @@ class RunDirDeepSpeedStrategy(DeepSpeedStrategy):
     """
 
     def __init__(self, run_dir: Path, offload_optimizer: bool, **kwargs):
-        super().__init__(**kwargs)
-        self.run_dir = run_dir
+        super().__init__(run_dir=run_dir, **kwargs)
         self.offload_optimizer = offload_optimizer
-
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        configure_run_dir_launcher(self, self.run_dir)
 
     def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
         if self.offload_optimizer and self.config["zero_optimization"]["offload_optimizer"]["device"] == "nvme":
@@ -76,21 +63,13 @@ class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, RunDirDeepSpeedStrategy):
     """RunDirDeepSpeedStrategy on CPU processes (see cpu_adapters.py)."""
 
 
-class RunDirFSDPStrategy(FSDPStrategy):
+class RunDirFSDPStrategy(RunDirLauncherMixin, FSDPStrategy):
     """Lightning's FSDPStrategy, started through bigtrain.worker, with gradient-norm clipping.
 
     Lightning's FSDPPrecision refuses norm clipping; its docs have the LightningModule call the FSDP root's own
     `clip_grad_norm_` (which takes the global norm across shards). Doing that here keeps the module
     strategy-agnostic.
     """
-
-    def __init__(self, run_dir: Path, **kwargs):
-        super().__init__(**kwargs)
-        self.run_dir = run_dir
-
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        configure_run_dir_launcher(self, self.run_dir)
 
     def setup(self, trainer) -> None:
         super().setup(trainer)

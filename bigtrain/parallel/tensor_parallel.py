@@ -24,7 +24,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_module
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from bigtrain.parallel.launcher import configure_run_dir_launcher
+from bigtrain.parallel.launcher import RunDirLauncherMixin
 
 DP, TP = "data_parallel", "tensor_parallel"  # Lightning's ModelParallelStrategy names its mesh axes so
 
@@ -113,18 +113,14 @@ def parallelize_gpt(model: nn.Module, mesh: DeviceMesh, fsdp: bool) -> nn.Module
     return model
 
 
-class TensorParallelStrategy(ModelParallelStrategy):
+class TensorParallelStrategy(RunDirLauncherMixin, ModelParallelStrategy):
     """Lightning's ModelParallelStrategy (a data_parallel x tensor_parallel device mesh, distributed checkpoints)
     with bigtrain's launcher for the extra local ranks and the GPT's parallelize step as `parallelize_model`, which
     the LightningModule calls from configure_model (where this strategy expects parallelization to happen)."""
 
     def __init__(self, run_dir: Path, fsdp: bool, **kwargs):
-        super().__init__(**kwargs)
-        self.run_dir, self.fsdp = run_dir, fsdp
-
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        configure_run_dir_launcher(self, self.run_dir)
+        super().__init__(run_dir=run_dir, **kwargs)
+        self.fsdp = fsdp
 
     def parallelize_model(self, model: nn.Module) -> nn.Module:
         return parallelize_gpt(model, self.device_mesh, self.fsdp)
