@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from bigtrain.config import BigtrainConfig
 from bigtrain.errors import BigtrainError
-from bigtrain.tasks.train import CONFIG_FILE, fit
+from bigtrain.tasks.train import CONFIG_FILE, fit_then_leave
 
 
 def load_run_config(run_dir: Path):
@@ -23,7 +23,7 @@ def load_run_config(run_dir: Path):
 def main(argv: list[str]) -> None:
     run_dir = Path(argv[0])
     try:
-        fit(load_run_config(run_dir), run_dir)
+        fit_then_leave(load_run_config(run_dir), run_dir)
     except BigtrainError as e:  # rank zero reports the same error; no traceback here either
         print(f"bigtrain: error (rank {os.environ.get('LOCAL_RANK')}): {e}", file=sys.stderr)
         sys.exit(2)

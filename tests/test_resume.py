@@ -100,21 +100,33 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(reference, tmp_pat
 
 
 @pytest.mark.slow
-def test_ddp_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    ddp = [
-        "parallelism=ddp",
+@pytest.mark.parametrize(
+    "strategy",
+    [["parallelism=ddp"], ["parallelism=deepspeed", "zero=2"]],
+    ids=["ddp", "deepspeed-zero2"],
+)
+def test_two_process_sigkill_then_resume_matches_uninterrupted(tmp_path, strategy):
+    """2 ranks on gloo, killed with SIGKILL after the step-8 checkpoint (a DeepSpeed checkpoint is a folder of
+    per-rank shards), resumed with resume=auto: steps 8-15 match an uninterrupted run within 1e-6."""
+    two = [
+        *strategy,
         "hardware.devices=2",
         "trainer.max_steps=16",
         "trainer.checkpoint_every_n_steps=8",
         "trainer.sample_tokens=0",
     ]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert_ok(run_bigtrain(*RUN, *ddp, run_dir=whole))
-    proc = start(cut, *ddp)
-    wait_for(cut / "checkpoints" / "step-0000008.ckpt", proc)
+    assert_ok(run_bigtrain(*RUN, *two, run_dir=whole))
+    proc = start(cut, *two)
+    step8 = cut / "checkpoints" / "step-0000008.ckpt"
+    # DDP's is one file (renamed into place whole); DeepSpeed's a folder of per-rank shards, whole once rank zero
+    # wrote COMPLETE after every rank saved.
+    wait_for(step8 / "COMPLETE" if "parallelism=deepspeed" in strategy else step8, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # both ranks: they share the session
     proc.wait()
-    assert_ok(run_bigtrain(*RUN, *ddp, "resume=auto", run_dir=cut))
+    assert_ok(run_bigtrain(*RUN, *two, "resume=auto", run_dir=cut))
+    s = read_summary(cut)
+    assert s["status"] == "completed" and s["steps"] == 16 and Path(s["resumed_from"]).name == "step-0000008.ckpt"
     a, b = losses(whole), losses(cut)
     assert all(abs(a[k] - b[k]) <= 1e-6 for k in range(8, 16)), [(a[k], b[k]) for k in range(8, 16)]
 
@@ -132,6 +144,22 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
     assert "step-0000020.ckpt is unreadable" in messages[0] and "trying the previous one" in messages[0]
     assert check_loadable(folder / "step-0000010.ckpt") is None
     assert find_resume_checkpoint("auto", tmp_path / "fresh") is None  # nothing to resume: a fresh run
+
+
+def test_a_sharded_checkpoint_without_its_complete_marker_is_skipped(tmp_path):
+    """A sharded save cut short (some ranks' parts written, no COMPLETE from rank zero) is passed over for the
+    previous complete one; the marker is what parallel/sharded_checkpoints.py writes after every rank's save."""
+    from bigtrain.training.checkpointing import write_complete_marker
+
+    folder = tmp_path / "run" / "checkpoints"
+    for step in (10, 20):
+        shard_dir = folder / f"step-{step:07d}.ckpt" / "checkpoint"
+        shard_dir.mkdir(parents=True)
+        (shard_dir / "mp_rank_00_model_states.pt").write_bytes(b"shard")
+    write_complete_marker(folder / "step-0000010.ckpt", world_size=2)
+    messages: list[str] = []
+    assert find_resume_checkpoint("auto", tmp_path / "run", log=messages.append) == folder / "step-0000010.ckpt"
+    assert "step-0000020.ckpt is an incomplete sharded checkpoint (no COMPLETE file" in messages[0]
 
 
 def test_resume_path_errors(tmp_path):

@@ -81,7 +81,7 @@ def test_default_config_is_valid():
             "trainer.global_batch_size=12 is not divisible",
         ),
         (["data=text", "data.source=/nonexistent/corpus.txt"], "data.source=/nonexistent/corpus.txt does not exist"),
-        (["model.block_size=4000000"], "corpus too short"),
+        (["data.max_bytes=20000", "model.block_size=1024"], "corpus too short"),
         (["data.tokenizer=sentencepiece"], "data.tokenizer=sentencepiece is unknown"),
     ],
     ids=["batch", "missing-path", "short-corpus", "tokenizer"],

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.parallel.teardown import leave_process_group
 from bigtrain.tasks.train import fit
 from bigtrain.worker import load_run_config
 
@@ -52,6 +53,7 @@ def main(run_dirs: list[str]) -> None:
     for rd in map(Path, run_dirs):
         cfg = load_run_config(rd)
         fit(cfg, rd, extra_callbacks=(Probe(cfg, rd),))
+    leave_process_group()  # as bigtrain's own entry points do at the end of their process
 
 
 if __name__ == "__main__":

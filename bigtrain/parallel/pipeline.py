@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from bigtrain.parallel.sharded_checkpoints import after_sharded_save, before_sharded_save
 from bigtrain.parallel.strategy import RunDirDDPStrategy
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -171,8 +172,10 @@ class PipelineStrategy(RunDirDDPStrategy):
         folder = Path(self.broadcast(str(filepath)))
         if self.is_global_zero and folder.is_file():
             folder.unlink()
+        before_sharded_save(self, folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, folder / f"rank-{self.global_rank}.ckpt")
+        after_sharded_save(self, folder)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict:
         path = Path(checkpoint_path) / f"rank-{self.global_rank}.ckpt"

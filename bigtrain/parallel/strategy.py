@@ -19,6 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
 from bigtrain.parallel.launcher import RunDirLauncherMixin
+from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
 # zero stage -> FSDP sharding strategy (FSDP has no optimizer-only stage, so zero=1 is refused by validate).
 FSDP_SHARDING = {0: "NO_SHARD", 2: "SHARD_GRAD_OP", 3: "FULL_SHARD"}
@@ -32,7 +33,7 @@ class RunDirDDPStrategy(RunDirLauncherMixin, DDPStrategy):
     """DDPStrategy whose extra local ranks start through bigtrain.worker (see launcher.py)."""
 
 
-class RunDirDeepSpeedStrategy(RunDirLauncherMixin, DeepSpeedStrategy):
+class RunDirDeepSpeedStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
     """Lightning's DeepSpeedStrategy, started through bigtrain.worker, with DeepSpeedCPUAdam when offloading.
 
     DeepSpeed runs the optimizer step of offloaded states on the host and insists on its own vectorised CPU Adam
@@ -63,7 +64,7 @@ class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, RunDirDeepSpeedStrategy):
     """RunDirDeepSpeedStrategy on CPU processes (see cpu_adapters.py)."""
 
 
-class RunDirFSDPStrategy(RunDirLauncherMixin, FSDPStrategy):
+class RunDirFSDPStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, FSDPStrategy):
     """Lightning's FSDPStrategy, started through bigtrain.worker, with gradient-norm clipping.
 
     Lightning's FSDPPrecision refuses norm clipping; its docs have the LightningModule call the FSDP root's own

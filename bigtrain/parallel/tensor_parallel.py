@@ -25,6 +25,7 @@ from torch.distributed.tensor import DTensor, Replicate, distribute_module
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from bigtrain.parallel.launcher import RunDirLauncherMixin
+from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
 DP, TP = "data_parallel", "tensor_parallel"  # Lightning's ModelParallelStrategy names its mesh axes so
 
@@ -113,7 +114,7 @@ def parallelize_gpt(model: nn.Module, mesh: DeviceMesh, fsdp: bool) -> nn.Module
     return model
 
 
-class TensorParallelStrategy(RunDirLauncherMixin, ModelParallelStrategy):
+class TensorParallelStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, ModelParallelStrategy):
     """Lightning's ModelParallelStrategy (a data_parallel x tensor_parallel device mesh, distributed checkpoints)
     with bigtrain's launcher for the extra local ranks and the GPT's parallelize step as `parallelize_model`, which
     the LightningModule calls from configure_model (where this strategy expects parallelization to happen)."""

@@ -74,7 +74,7 @@ def run(cfg, run_dir: Path) -> dict:
         wait_for_file(
             config_ready_marker(run_dir), timeout_s=1800, what="this attempt's config, after data preparation"
         )
-        return fit(load_run_config(run_dir), run_dir, started=started)
+        return fit_then_leave(load_run_config(run_dir), run_dir, started=started)
     planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
 
@@ -93,7 +93,18 @@ def run(cfg, run_dir: Path) -> dict:
     write_plan(run_dir, planned)
     if fresh_process_needed(cfg):
         return fit_in_fresh_process(run_dir)
-    return fit(cfg, run_dir, started=started)
+    return fit_then_leave(cfg, run_dir, started=started)
+
+
+def fit_then_leave(cfg, run_dir: Path, started: float | None = None) -> dict:
+    """fit, then leave torch.distributed together with the other ranks (see parallel/teardown.py). Only at the
+    end of a process: DeepSpeed keeps its groups in module globals, so a process cannot train again after. Not
+    after an error: the peers may be inside another collective, and they fail fast once this process is gone."""
+    from bigtrain.parallel.teardown import leave_process_group
+
+    summary = fit(cfg, run_dir, started=started)
+    leave_process_group()
+    return summary
 
 
 def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:

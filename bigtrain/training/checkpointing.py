@@ -96,10 +96,31 @@ def _newest_first(folder: Path) -> list[Path]:
     return steps
 
 
+# Written into a sharded checkpoint's folder by rank zero after every rank saved its part
+# (parallel/sharded_checkpoints.py); a folder without it is a save that was cut short.
+COMPLETE_MARKER = "COMPLETE"
+
+
+def write_complete_marker(folder: Path, world_size: int) -> None:
+    tmp = folder / f".{COMPLETE_MARKER}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"all {world_size} ranks saved their part\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / COMPLETE_MARKER)
+
+
+def clear_complete_marker(folder: Path) -> None:
+    if folder.is_dir():
+        (folder / COMPLETE_MARKER).unlink(missing_ok=True)
+
+
 def check_loadable(path: Path) -> str | None:
     """None when `path` is a complete checkpoint, else a one-phrase reason."""
-    if path.is_dir():  # sharded (DeepSpeed/FSDP) checkpoints are folders written by their engines
-        return None if any(path.iterdir()) else "empty checkpoint folder"
+    if path.is_dir():  # sharded checkpoints are folders that every rank writes its part of
+        if not (path / COMPLETE_MARKER).is_file():
+            return f"an incomplete sharded checkpoint (no {COMPLETE_MARKER} file: its save was cut short)"
+        return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip, a bad pickle, an unreadable file: all mean "not this one"
