@@ -14,7 +14,10 @@ SCRIPT = REPO / "benchmarks" / "bench_plan.py"
 def run(ctx: Context) -> list[Row]:
     if not SCRIPT.is_file():
         return [Row("plan", "planner timing", note="not available: benchmarks/bench_plan.py is not in this checkout")]
-    wall, out = run_command([sys.executable, str(SCRIPT)], ctx, timeout=600)
+    # Its JSON goes to this run's work folder: benchmarks/results/ holds only what a person chose to record.
+    wall, out = run_command(
+        [sys.executable, str(SCRIPT), "--out", str(ctx.workdir / "bench_plan.json")], ctx, timeout=600
+    )
     lines = out.strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else {}
