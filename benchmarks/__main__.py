@@ -46,6 +46,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(REPO)})"
     )
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the timed processes (bigtrain and baseline alike), e.g. a venv made by README's first "
+        "command, which has none of the dev extra (default: this one)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch run directories")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for README)")
     a = p.parse_args(argv)
@@ -108,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     benches = a.benches or list(BENCHES)
     workdir = Path(tempfile.mkdtemp(prefix="bigtrain-bench-"))
     repeats = a.repeats or (1 if a.quick else 3)
-    ctx = Context(quick=a.quick, repeats=repeats, workdir=workdir, threads=a.threads)
+    ctx = Context(quick=a.quick, repeats=repeats, workdir=workdir, threads=a.threads, python=a.python)
     started = time.time()
     meta = {"command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]), **machine()}
+    meta["timed_python"] = a.python
     failed = []
     try:
         for name in benches:

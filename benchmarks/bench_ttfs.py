@@ -10,7 +10,6 @@ trainer), and which heavy optional libraries the default path imports (`python -
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from benchmarks.common import (
     TRAIN_ONLY,
@@ -69,11 +68,11 @@ def run(ctx: Context) -> list[Row]:
         plain.append(wall)
         plain_inner.append(out["first_step_s"])
     floors = 0 if ctx.quick else ctx.repeats  # --quick skips the import floor (two more interpreters per repeat)
-    torch_s = [run_command([sys.executable, "-c", "import torch"], ctx)[0] for _ in range(floors)]
-    pl_s = [run_command([sys.executable, "-c", "import pytorch_lightning"], ctx)[0] for _ in range(floors)]
+    torch_s = [run_command([ctx.python, "-c", "import torch"], ctx)[0] for _ in range(floors)]
+    pl_s = [run_command([ctx.python, "-c", "import pytorch_lightning"], ctx)[0] for _ in range(floors)]
 
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "bigtrain", *overrides, f"hydra.run.dir={ctx.workdir / 'ttfs-imp'}"],
+        [ctx.python, "-X", "importtime", "-m", "bigtrain", *overrides, f"hydra.run.dir={ctx.workdir / 'ttfs-imp'}"],
         env=ctx.env(),
         capture_output=True,
         text=True,

@@ -52,6 +52,9 @@ class Context:
     repeats: int  # alternating A/B pairs per comparison
     workdir: Path  # run directories and scratch data
     threads: int  # torch threads for every training process (same for bigtrain and the baseline)
+    # The interpreter of every timed process, bigtrain's and the baseline's alike: by default this one; a venv
+    # made by README's first command measures what a user's install pays (no dev extra, see benchmarks/README.md).
+    python: str = sys.executable
     results: list[Row] = field(default_factory=list)  # rows of benches that ran earlier in this invocation
 
     def env(self) -> dict:
@@ -91,13 +94,13 @@ def run_command(args: list[str], ctx: Context, timeout: float = 900, cwd: Path |
 def run_bigtrain(overrides: list[str], ctx: Context, name: str, timeout: float = 900) -> tuple[float, dict]:
     """`python -m bigtrain OVERRIDES` in a fresh run directory; return (wall seconds, summary.json)."""
     run_dir = ctx.workdir / "runs" / f"{name}-{time.time_ns()}"
-    wall, _ = run_command([sys.executable, "-m", "bigtrain", *overrides, f"hydra.run.dir={run_dir}"], ctx, timeout)
+    wall, _ = run_command([ctx.python, "-m", "bigtrain", *overrides, f"hydra.run.dir={run_dir}"], ctx, timeout)
     return wall, json.loads((run_dir / "summary.json").read_text())
 
 
 def run_plain(args: list[str], ctx: Context, timeout: float = 900) -> tuple[float, dict]:
     """The plain loop script; return (wall seconds, its JSON result)."""
-    wall, out = run_command([sys.executable, str(PLAIN_LOOP), *args], ctx, timeout)
+    wall, out = run_command([ctx.python, str(PLAIN_LOOP), *args], ctx, timeout)
     return wall, json.loads(out.strip().splitlines()[-1])
 
 

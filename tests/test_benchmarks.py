@@ -103,3 +103,29 @@ def test_compile_option_compiles_in_place(monkeypatch):
     compiled.configure_model()
     assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.slow
+def test_python_option_times_both_sides_under_the_named_interpreter(tmp_path):
+    """--python PATH (a user's venv, say) runs bigtrain and the plain loop alike under PATH: here a wrapper that
+    logs each command line, then runs this interpreter."""
+    calls = tmp_path / "calls.txt"
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "ttfs", "--quick", "--python", str(wrapper), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["meta"]["timed_python"] == str(wrapper)
+    lines = calls.read_text().splitlines()
+    assert any(line.startswith("-m bigtrain ") for line in lines), lines
+    assert any("plain_loop.py" in line for line in lines), lines
+    ttfs = next(r for r in report["results"] if r["metric"].startswith("time to first step"))
+    assert ttfs["value"] > 0 and ttfs["baseline"] > 0
