@@ -18,6 +18,7 @@ import deepspeed.comm.torch
 import torch
 
 from bigtrain.model import GPT, GPTConfig
+from bigtrain.parallel.teardown import leave_process_group
 from bigtrain.training.model_states import model_state_bytes
 
 NANO = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=256)
@@ -55,3 +56,4 @@ if __name__ == "__main__":
     results = [measure(stage) for stage in (1, 2, 3)]
     with open(sys.argv[1], "w") as f:
         json.dump(results, f)
+    leave_process_group()  # as bigtrain's own entry points end (see bigtrain/parallel/teardown.py)

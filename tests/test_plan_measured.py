@@ -83,25 +83,18 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif("deepspeed" not in PARALLELISMS, reason="parallelism=deepspeed comes from the zero branch")
-@pytest.mark.parametrize(
-    "stage",
-    [
-        1,
-        pytest.param(
-            3,
-            marks=pytest.mark.xfail(
-                reason="known gap, open: inside a full bigtrain run ZeRO-3 measures 383,761 B/rank against 485,632 "
-                "planned (the bare-engine probe above matches within 5%); the measurement point or the strategy's "
-                "stage-3 settings differ from the probe's",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("stage", [1, 3])
 def test_deepspeed_training_run_model_states_match_the_plan(tmp_path, stage):
-    """After merging the DeepSpeed strategy: the same check through bigtrain's own training run and summary."""
+    """The same check through bigtrain's own training run and summary.
+
+    Without the step-0 validation (trainer.val_batches=0): that forward runs outside the fetch trace DeepSpeed
+    records over the training steps, and ZeRO-3 answers the changed trace by releasing even its persistent
+    parameters (tensors under stage3_param_persistence_threshold) until the trace settles, so at the second step
+    the blocks' parameters are held as partitions only (measured 383,761 B/rank against 485,632 planned; without
+    the validation 485,649)."""
     run_dir = tmp_path / f"zero{stage}"
-    proc = run_bigtrain(*FAST, "parallelism=deepspeed", f"zero={stage}", "hardware.devices=2", run_dir=run_dir)
+    overrides = [*FAST, "trainer.val_batches=0", "parallelism=deepspeed", f"zero={stage}", "hardware.devices=2"]
+    proc = run_bigtrain(*overrides, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = read_summary(run_dir)
     assert summary["measured_model_state_bytes"] == pytest.approx(summary["planned_model_state_bytes"], rel=0.05)
