@@ -47,28 +47,20 @@ def run(ctx: Context) -> list[Row]:
     model = model_overrides(ctx)
     got = _pairs(ctx, [*model, *data_overrides(ctx)], steps, ctx.repeats, "overhead")
     label = "nano" if ctx.quick else "tiny (default)"
+
+    def tokens_row(kind: str, what: str, note: str, samples: dict | None = None) -> Row:
+        ours, theirs = median(got[f"bigtrain_{kind}"]), median(got[f"plain_{kind}"])
+        metric = f"train tokens/s, {label}, {what}"
+        return Row("overhead", metric, ours, theirs, "tok/s", ratio(ours, theirs), ">= 0.95", note, samples or {})
+
     rows = [
-        Row(
-            "overhead",
-            f"train tokens/s, {label}, mean of steps",
-            median(got["bigtrain_mean"]),
-            median(got["plain_mean"]),
-            "tok/s",
-            ratio(median(got["bigtrain_mean"]), median(got["plain_mean"])),
-            ">= 0.95",
+        tokens_row(
+            "mean",
+            "mean of steps",
             f"median of {ctx.repeats} alternating pairs x {steps} steps, first step excluded",
             {k: [round(v, 1) for v in vs] for k, vs in got.items()},
         ),
-        Row(
-            "overhead",
-            f"train tokens/s, {label}, median step",
-            median(got["bigtrain_median"]),
-            median(got["plain_median"]),
-            "tok/s",
-            ratio(median(got["bigtrain_median"]), median(got["plain_median"])),
-            ">= 0.95",
-            "median step time: robust to other processes on the cores",
-        ),
+        tokens_row("median", "median step", "median step time: robust to other processes on the cores"),
     ]
     if not ctx.quick:
         # Nano steps take a few ms, so the difference in step time is the framework's own cost per step.

@@ -51,6 +51,18 @@ def _isolated_env(tmp_path_factory):
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: one intra-op thread is many times faster than two on a shared 2-core machine. Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")` in a module of in-process model tests."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def compose(*overrides: str):
     """The composed config exactly as `python -m bigtrain OVERRIDES` would see it (no run, no Hydra run dir)."""
     from hydra import compose as hydra_compose

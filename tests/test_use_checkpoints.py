@@ -19,12 +19,7 @@ from bigtrain.errors import BigtrainError
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny matrices: one thread beats two on a shared 2-core machine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
