@@ -67,27 +67,26 @@ def _encode_rows(ctx: Context, max_bytes: int) -> list[Row]:
             f"{mb:.1f} MB of stdlib, {len(docs)} docs, vocab {tok.vocab_size}; baseline: raw HF encode_batch",
             {"bigtrain": ours, "hf_encode_batch": hf, "bpe_train_s": train_s},
         ),
-        Row(
-            "data",
-            "prepare end to end, bpe (incl. BPE training)",
-            median(ends["bpe"]),
-            baseline,
-            "tok/s",
-            ratio(median(ends["bpe"]), baseline),
-            "",
-            f"read + hash + train BPE ({train_s:.1f} s of it) + encode + write + checksum",
-            {"bigtrain": ends["bpe"]},
-        ),
-        Row(
-            "data",
-            "prepare end to end, byte",
-            median(ends["byte"]),
-            baseline,
-            "tok/s",
-            ratio(median(ends["byte"]), baseline),
-            "",
-            "the default path (byte tokens) beside the same HF bpe baseline",
-            {"bigtrain": ends["byte"]},
+        *(
+            Row(
+                "data",
+                f"prepare end to end, {tokenizer}",
+                median(ends[key]),
+                baseline,
+                "tok/s",
+                ratio(median(ends[key]), baseline),
+                "",
+                note,
+                {"bigtrain": ends[key]},
+            )
+            for key, tokenizer, note in (
+                (
+                    "bpe",
+                    "bpe (incl. BPE training)",
+                    f"read + hash + train BPE ({train_s:.1f} s of it) + encode + write + checksum",
+                ),
+                ("byte", "byte", "the default path (byte tokens) beside the same HF bpe baseline"),
+            )
         ),
     ]
 

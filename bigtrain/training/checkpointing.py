@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -24,24 +25,28 @@ CHECKPOINT_DIR = "checkpoints"
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
 
 
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` into a temporary file beside `path`, flush and fsync it, rename it over `path`, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # make the rename itself durable
-            finally:
-                os.close(dir_fd)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         # bigtrain checkpoints hold only tensors and plain containers: load them without unpickling code.
@@ -102,12 +107,7 @@ COMPLETE_MARKER = "COMPLETE"
 
 
 def write_complete_marker(folder: Path, world_size: int) -> None:
-    tmp = folder / f".{COMPLETE_MARKER}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"all {world_size} ranks saved their part\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / COMPLETE_MARKER)
+    atomic_write(folder / COMPLETE_MARKER, lambda f: f.write(f"all {world_size} ranks saved their part\n".encode()))
 
 
 def clear_complete_marker(folder: Path) -> None:
