@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 from conftest import compose
@@ -17,4 +16,4 @@ def _composed(overrides: tuple[str, ...]) -> Setup:
 
 def setup(*overrides: str, **fields) -> Setup:
     """setup_from(compose('task=plan', *overrides)) with `fields` replaced (e.g. nodes=4, zero=3)."""
-    return replace(_composed(tuple(overrides)), **fields)
+    return _composed(tuple(overrides)).vary(**fields)

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from conftest import NANO, REPO, read_summary, run_bigtrain
@@ -74,7 +73,7 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
     base = setup("model=nano", "parallelism=ddp", "hardware.devices=2", "trainer.precision=32-true")
     for stage_results in zip(*ranks, strict=True):
         stage = stage_results[0]["stage"]
-        s = replace(base, parallelism="deepspeed", zero=stage)
+        s = base.vary(parallelism="deepspeed", zero=stage)
         assert n_params(s) == stage_results[0]["n_params"]
         planned = _planned_states(s)
         for rank in stage_results:

@@ -93,13 +93,11 @@ def test_recompute_and_tensor_parallel_shrink_activations():
         ]["activations"]
     assert acts["none"] > acts["selective"] > acts["full"]
     base = setup("model=gpt3-175b", "hardware=a100-80g-x8", "parallelism=ddp")
-    from dataclasses import replace
-
     from bigtrain.plan import memory
 
     a1 = memory.activations(base)
-    a8 = memory.activations(replace(base, tp=8))
-    a8sp = memory.activations(replace(base, tp=8, sequence_parallel=True))
+    a8 = memory.activations(base.vary(tp=8))
+    a8sp = memory.activations(base.vary(tp=8, sequence_parallel=True))
     assert a1 > a8 > a8sp
 
 
@@ -166,14 +164,12 @@ def test_recipes_plan_as_their_headers_say(recipe):
         deeper = compose(f"recipe={recipe}", f"model.n_layer={cfg.model.n_layer + 1}")
         assert not plan(deeper)["fits"]
     if "expected_model_states_gb_paper" in cfg.notes:  # per zero stage, under DeepSpeed
-        from dataclasses import replace
-
         from bigtrain.plan import memory, setup_from
         from bigtrain.plan.params import n_params
 
         base = setup_from(cfg)
         for stage in range(4):
-            s = replace(base, zero=stage, parallelism="deepspeed")
+            s = base.vary(zero=stage, parallelism="deepspeed")
             for accounting in ("paper", "deepspeed"):
                 got = sum(
                     memory.model_states(s, n_params(s), "engine" if accounting == "deepspeed" else "paper").values()

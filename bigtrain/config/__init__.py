@@ -1,6 +1,7 @@
-"""Config schemas (Hydra ConfigStore) and the one validation step."""
+"""Config schemas (Hydra ConfigStore), the one validation step, and the Layout it derives."""
 
+from bigtrain.config.layout import Layout, layout_of
 from bigtrain.config.schema import BigtrainConfig, register_configs
 from bigtrain.config.validate import Sizes, sizes, validate
 
-__all__ = ["BigtrainConfig", "Sizes", "register_configs", "sizes", "validate"]
+__all__ = ["BigtrainConfig", "Layout", "Sizes", "layout_of", "register_configs", "sizes", "validate"]

@@ -1,15 +1,17 @@
 """Cross-group rules, checked in one step before anything heavy runs.
 
 Each broken rule becomes one phrase naming the values involved and what would be valid; all of them are joined
-into one ConfigError line. `derived` sizes (world, data-parallel, accumulation) are computed here and nowhere else.
+into one ConfigError line. The run's Layout (world, data-parallel size, accumulation: config/layout.py) is derived
+here once; its own invariants are among the rules.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 
+# The Layout owns the strategy names (re-exported here, where the other valid values live).
+from bigtrain.config.layout import PARALLELISMS, PIPELINE_SCHEDULES, SHARDED_PARALLELISMS, Layout, layout_of
 from bigtrain.data.tokenizer import TOKENIZERS
 from bigtrain.errors import ConfigError
 
@@ -24,50 +26,21 @@ def _task_names() -> tuple[str, ...]:
 
 
 TASKS = _task_names()
-PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp", "tp", "pipeline")
-PIPELINE_SCHEDULES = ("gpipe", "1f1b")
-SHARDED_PARALLELISMS: tuple[str, ...] = ("deepspeed", "fsdp")  # strategies that implement zero stages and offload
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("cpu", "gpu")
 
-
-@dataclass(frozen=True)
-class Sizes:
-    world: int  # processes = devices per node x nodes
-    dp: int  # data-parallel replicas = world / (tp x pp)
-    accumulate: int  # micro-batches per rank per optimizer step
-
-
-def sizes(cfg) -> Sizes:
-    world = cfg.hardware.devices * cfg.hardware.nodes if cfg.parallelism.name != "single" else 1
-    dp = max(world // max(cfg.parallelism.tp * cfg.parallelism.pp, 1), 1)
-    accumulate = max(cfg.trainer.global_batch_size // max(cfg.trainer.micro_batch_size * dp, 1), 1)
-    return Sizes(world, dp, accumulate)
+# The older name of the derived sizes (world, dp, accumulate): they are the Layout's now.
+Sizes = Layout
+sizes = layout_of
 
 
 def _positive(problems: list[str], **values) -> None:
     for key, value in values.items():
         if value is None or value <= 0:
             problems.append(f"{key}={value} must be a positive number")
-
-
-def _batch_problems(cfg, s: Sizes) -> list[str]:
-    g, m = cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size
-    if g <= 0 or m <= 0:
-        return []
-    if g % (m * s.dp) == 0:
-        return []
-    unit = m * s.dp
-    near = sorted({max(unit, g // unit * unit), (g // unit + 1) * unit})
-    divisors = [d for d in range(1, g + 1) if g % (d * s.dp) == 0]
-    return [
-        f"trainer.global_batch_size={g} is not divisible by trainer.micro_batch_size={m} x data-parallel size {s.dp} "
-        f"(= {unit}); valid global sizes near it: {' or '.join(map(str, near))}"
-        + (f"; valid micro sizes for {g}: {', '.join(map(str, divisors[-6:]))}" if divisors else "")
-    ]
 
 
 def _divisors(n: int) -> str:
@@ -95,8 +68,9 @@ def _plan_problems(cfg) -> list[str]:
     return p
 
 
-def _model_parallel_problems(cfg, s: Sizes, planning: bool = False) -> list[str]:
-    """Tensor- and pipeline-parallel degrees against the model, the strategy and the device count. A plan
+def _model_parallel_problems(cfg, planning: bool = False) -> list[str]:
+    """Tensor- and pipeline-parallel degrees against the model and the strategy (the device count is the Layout's
+    rule). A plan
     (planning=True) may combine any degrees with any strategy; a launch needs the strategy that runs them."""
     m, par, p = cfg.model, cfg.parallelism, []
     if par.tp <= 0 or par.pp <= 0:
@@ -120,23 +94,9 @@ def _model_parallel_problems(cfg, s: Sizes, planning: bool = False) -> list[str]
         p.append(
             f"parallelism.pp={par.pp} exceeds model.n_layer={m.n_layer}: a stage needs a block; use pp<={m.n_layer}"
         )
-    if s.world > 0 and s.dp * par.tp * par.pp != s.world:
-        hw = cfg.hardware
-        p.append(
-            f"dp({s.dp}) x tp({par.tp}) x pp({par.pp}) = {s.dp * par.tp * par.pp} != device count {s.world} "
-            f"(hardware.devices={hw.devices} x hardware.nodes={hw.nodes}); use a device count that is a multiple "
-            f"of tp x pp = {par.tp * par.pp}"
-        )
     if par.name == "pipeline":
         if par.schedule not in PIPELINE_SCHEDULES:
             p.append(f"parallelism.schedule={par.schedule} is unknown; valid: {', '.join(PIPELINE_SCHEDULES)}")
-        if par.schedule == "1f1b" and 0 < s.accumulate < par.pp:
-            p.append(
-                f"parallelism.schedule=1f1b needs at least pp={par.pp} micro-batches per step, but "
-                f"trainer.global_batch_size={cfg.trainer.global_batch_size} / (micro_batch_size="
-                f"{cfg.trainer.micro_batch_size} x dp={s.dp}) = {s.accumulate}; lower trainer.micro_batch_size "
-                f"or use parallelism.schedule=gpipe"
-            )
         if cfg.zero.stage in (2, 3):
             p.append(
                 f"zero.stage={cfg.zero.stage} shards gradients across data-parallel ranks, which pipeline parallelism "
@@ -205,15 +165,10 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
         p.append(f"parallelism={par.name} is unknown; valid: {', '.join(PARALLELISMS)}")
     if hw.accelerator not in ACCELERATORS:
         p.append(f"hardware.accelerator={hw.accelerator} is unknown; valid: {', '.join(ACCELERATORS)}")
-    _positive(p, **{"hardware.devices": hw.devices, "hardware.nodes": hw.nodes})
-    _positive(p, **{"parallelism.tp": par.tp, "parallelism.pp": par.pp})
-    if par.name == "single" and hw.devices * hw.nodes > 1:
-        p.append(
-            f"parallelism=single runs one process but hardware.devices={hw.devices} x hardware.nodes={hw.nodes} "
-            f"= {hw.devices * hw.nodes}; use parallelism=ddp, or hardware.devices=1 hardware.nodes=1"
-        )
-    s = sizes(cfg)
-    p += _model_parallel_problems(cfg, s, planning)
+    layout = layout_of(cfg)  # its own rules go where each reads best in the line
+    p += layout.degree_problems()
+    p += _model_parallel_problems(cfg, planning)
+    p += layout.split_problems()
 
     if cfg.zero.stage not in (0, 1, 2, 3):
         p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")
@@ -256,7 +211,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
         p.append(f"trainer.val_batches={tr.val_batches} must be >= 0")
     if tr.checkpoint_every_n_steps < 0:
         p.append(f"trainer.checkpoint_every_n_steps={tr.checkpoint_every_n_steps} must be >= 0 (0: only at the end)")
-    p += _batch_problems(cfg, s)
+    p += layout.batch_problems()
     if str(tr.precision) not in PRECISIONS:
         p.append(f"trainer.precision={tr.precision} is unknown; valid: {', '.join(PRECISIONS)}")
     elif hw.accelerator == "cpu" and str(tr.precision).startswith("16"):
@@ -413,8 +368,8 @@ def nvme_path_problems(cfg) -> list[str]:
     return []
 
 
-def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
-    """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
+def validate(cfg, launching: bool = False, planning: bool = False) -> Layout:
+    """Raise one ConfigError listing every broken rule; return the run's Layout when the config is valid."""
     problems = problems_of(cfg, planning=planning)
     if launching and not problems:
         problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg)
@@ -425,4 +380,4 @@ def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
                 problems = ["hardware.accelerator=gpu but this machine has no CUDA device; use hardware=cpu"]
     if problems:
         raise ConfigError("; ".join(problems))
-    return sizes(cfg)
+    return layout_of(cfg)

@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from bigtrain.model.shapes import attn_width
+
 
 @dataclass
 class GPTConfig:
@@ -40,7 +42,7 @@ class GPTConfig:
     @property
     def attn_dim(self) -> int:
         """Width of the concatenated heads (= n_embd unless head_dim decouples it, as in GPT-3 13B)."""
-        return self.n_head * (self.head_dim or self.n_embd // self.n_head)
+        return attn_width(self.n_embd, self.n_head, self.head_dim)
 
 
 class KVCache:

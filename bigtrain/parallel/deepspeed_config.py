@@ -7,6 +7,8 @@ Trainer.gradient_clip_val) and the bf16 / fp16 sections (from Trainer.precision)
 
 from __future__ import annotations
 
+from bigtrain.model.shapes import attn_width
+
 
 def offload_devices(cfg) -> tuple[str, str]:
     """(optimizer device, parameter device) for cfg.offload, each none | cpu | nvme."""
@@ -16,7 +18,7 @@ def offload_devices(cfg) -> tuple[str, str]:
 def largest_param_numel(model_cfg) -> int:
     """Elements in the GPT's largest single tensor: NVMe parameter buffers must each hold one whole parameter."""
     m = model_cfg
-    attn = m.n_head * (m.head_dim or m.n_embd // m.n_head)
+    attn = attn_width(m.n_embd, m.n_head, m.head_dim)
     return max(m.vocab_size * m.n_embd, m.block_size * m.n_embd, 4 * m.n_embd * m.n_embd, 3 * attn * m.n_embd)
 
 

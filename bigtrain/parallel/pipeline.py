@@ -87,9 +87,9 @@ class PipelineStrategy(RunDirDDPStrategy):
     """DDP-family strategy (process group, bigtrain's launcher) that wraps nothing in DDP: the stage module is
     driven by a pipeline schedule, and data-parallel gradients are averaged by `pipeline_step` itself."""
 
-    def __init__(self, run_dir: Path, pp: int, schedule: str, n_microbatches: int, **kwargs):
+    def __init__(self, run_dir: Path, dp: int, pp: int, schedule: str, n_microbatches: int, **kwargs):
         super().__init__(run_dir=run_dir, **kwargs)
-        self.pp, self.schedule_name, self.n_microbatches = pp, schedule, n_microbatches
+        self.dp, self.pp, self.schedule_name, self.n_microbatches = dp, pp, schedule, n_microbatches
         self.schedule = None
         self.stage_module: GPTStage | None = None
 
@@ -101,7 +101,7 @@ class PipelineStrategy(RunDirDDPStrategy):
     @property
     def distributed_sampler_kwargs(self) -> dict:
         # Every stage of a pipeline reads the same batch (the first stage its tokens, the last its targets).
-        return {"num_replicas": self.world_size // self.pp, "rank": self.global_rank // self.pp}
+        return {"num_replicas": self.dp, "rank": self.global_rank // self.pp}
 
     def configure_ddp(self) -> None:
         """No DistributedDataParallel wrapper: the schedule runs the stage, `pipeline_step` averages over dp."""
@@ -112,7 +112,7 @@ class PipelineStrategy(RunDirDDPStrategy):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-        dp = self.world_size // self.pp
+        dp = self.dp
         self.mesh = init_device_mesh(self.root_device.type, (dp, self.pp), mesh_dim_names=(DP, PP))
         self.pp_group, self.dp_group = self.mesh.get_group(PP), self.mesh.get_group(DP)
         # The pair that shares the tied token table: first and last stage of each data-parallel replica.

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 
+from bigtrain.config.layout import Layout, layout_of
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
 from bigtrain.parallel.launcher import RunDirLauncherMixin
 from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
@@ -99,8 +100,10 @@ def _as_cpu_adam(optimizer, scheduler_config):
     return cpu_adam, scheduler_config
 
 
-def build_strategy(cfg, run_dir: Path) -> Strategy | str:
-    name, on_cpu = cfg.parallelism.name, cfg.hardware.accelerator == "cpu"
+def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy | str:
+    """The Lightning strategy for cfg, split as `layout` says (validation's Layout of cfg when not given)."""
+    layout = layout or layout_of(cfg)
+    name, on_cpu = layout.parallelism, cfg.hardware.accelerator == "cpu"
     if name == "single":
         return SingleDeviceStrategy(device=torch.device("cpu") if on_cpu else torch.device("cuda", 0))
     if name == "ddp":
@@ -108,23 +111,22 @@ def build_strategy(cfg, run_dir: Path) -> Strategy | str:
     if name == "tp":
         from bigtrain.parallel.tensor_parallel import TensorParallelStrategy
 
-        world = cfg.hardware.devices * cfg.hardware.nodes
         return TensorParallelStrategy(
             run_dir=run_dir,
-            fsdp=cfg.parallelism.fsdp,
-            data_parallel_size=world // cfg.parallelism.tp,
-            tensor_parallel_size=cfg.parallelism.tp,
+            fsdp=layout.fsdp,
+            data_parallel_size=layout.dp,
+            tensor_parallel_size=layout.tp,
             process_group_backend=process_group_backend(cfg),
         )
     if name == "pipeline":
-        from bigtrain.config import sizes
         from bigtrain.parallel.pipeline import PipelineStrategy
 
         return PipelineStrategy(
             run_dir=run_dir,
-            pp=cfg.parallelism.pp,
-            schedule=cfg.parallelism.schedule,
-            n_microbatches=sizes(cfg).accumulate,  # micro-batches of micro_batch_size in each dp rank's batch
+            dp=layout.dp,
+            pp=layout.pp,
+            schedule=layout.schedule,
+            n_microbatches=layout.pipeline_microbatches,  # micro-batches of micro_batch_size in each dp rank's batch
             process_group_backend=process_group_backend(cfg),
         )
     devices = {"parallel_devices": cpu_parallel_devices(cfg.hardware.devices)} if on_cpu else {}
@@ -136,7 +138,7 @@ def build_strategy(cfg, run_dir: Path) -> Strategy | str:
         cls = CPUDeepSpeedStrategy if on_cpu else RunDirDeepSpeedStrategy
         return cls(
             run_dir=run_dir,
-            offload_optimizer=cfg.offload.optimizer != "none",
+            offload_optimizer=layout.offload_optimizer != "none",
             config=deepspeed_config(cfg),
             process_group_backend=process_group_backend(cfg),
             **devices,
@@ -150,8 +152,8 @@ def build_strategy(cfg, run_dir: Path) -> Strategy | str:
         cls = CPUFSDPStrategy if on_cpu else RunDirFSDPStrategy
         return cls(
             run_dir=run_dir,
-            sharding_strategy=ShardingStrategy[FSDP_SHARDING[cfg.zero.stage]],
-            cpu_offload=CPUOffload(offload_params=cfg.offload.params == "cpu"),
+            sharding_strategy=ShardingStrategy[FSDP_SHARDING[layout.zero]],
+            cpu_offload=CPUOffload(offload_params=layout.offload_params == "cpu"),
             auto_wrap_policy=ModuleWrapPolicy({Block}),  # one FSDP unit per block; embeddings + final norm at the root
             state_dict_type="sharded",  # each rank writes its shard; a full state dict crashes on CPU
             process_group_backend=process_group_backend(cfg),

@@ -20,7 +20,7 @@ def plan_setup(s: Setup) -> dict:
     return {
         "n_params": n,
         "n_params_megatron": megatron_n_params(s),
-        "layout": layout_of(s),
+        "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
         "largest_term": max(MEMORY_TERMS, key=per_device.__getitem__),
         "host_memory_bytes": int(mem["host"]),
@@ -36,25 +36,9 @@ def plan_setup(s: Setup) -> dict:
     }
 
 
-def layout_of(s: Setup) -> dict:
-    return {
-        "parallelism": s.parallelism,
-        "world": s.world,
-        "devices": s.devices,
-        "nodes": s.nodes,
-        "dp": s.dp,
-        "tp": s.tp,
-        "pp": s.pp,
-        "zero": s.zero,
-        "offload_optimizer": s.offload_optimizer,
-        "offload_params": s.offload_params,
-        "precision": s.precision,
-        "micro_batch_size": s.micro_batch_size,
-        "global_batch_size": s.global_batch_size,
-        "accumulate": s.accumulate,
-        "recompute": s.recompute,
-        "sequence_parallel": s.sequence_parallel,
-    }
+def layout_entry(s: Setup) -> dict:
+    """The plan's `layout` entry: the run's Layout and how activations are kept."""
+    return {**s.layout.as_dict(), "recompute": s.recompute, "sequence_parallel": s.sequence_parallel}
 
 
 def plan(cfg) -> dict:

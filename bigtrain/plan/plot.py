@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from bigtrain.plan import memory
@@ -32,7 +31,7 @@ def plot_memory(s: Setup, path: Path, title: str) -> Path:
         if "nvme" in (opt_dev, param_dev) and s.nvme_capacity_bytes <= 0:
             continue
         parallelism = s.parallelism if zero == 0 else SHARDED
-        v = replace(s, zero=zero, offload_optimizer=opt_dev, offload_params=param_dev, parallelism=parallelism)
+        v = s.vary(zero=zero, offload_optimizer=opt_dev, offload_params=param_dev, parallelism=parallelism)
         mem = memory.memory(v, n)
         labels.append(f"zero {zero}\n{offload}")
         stacks.append([mem[t] / 1e9 for t in MEMORY_TERMS])

@@ -1,14 +1,15 @@
 """Search: enumerate layouts (node count x tp x pp x zero stage x offload x micro batch x recompute) for the
 config's model, hardware and global batch, keep those that fit, rank them by training time or cost.
 
-Each candidate is planned with the same functions as a single plan; only the layout fields of the Setup change.
+Each candidate is planned with the same functions as a single plan; only the Setup's Layout (and recomputation)
+change, by `dataclasses.replace`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bigtrain.config.validate import SHARDED_PARALLELISMS
+from bigtrain.config.layout import SHARDED_PARALLELISMS
 from bigtrain.plan import compute, memory
 from bigtrain.plan.params import n_params
 from bigtrain.plan.setup import Setup
@@ -69,14 +70,15 @@ def layouts(base: Setup, max_nodes: int):
     """Every layout to try, as Setups (with the offload config name), whether or not it fits."""
     nodes_options = sorted({*_powers_of_two(max_nodes), base.nodes})
     for nodes in nodes_options:
-        world = base.devices * nodes
         for tp in _powers_of_two(base.devices):
             if base.n_head % tp:
                 continue
-            for pp in _powers_of_two(world // tp):
+            for pp in _powers_of_two(base.devices * nodes // tp):
+                # The split before the strategy is chosen: dp and world come from the Layout, as for a run.
+                split = replace(base.layout, parallelism="ddp", nodes=nodes, tp=tp, pp=pp, zero=0)
+                world, dp = split.world, split.dp
                 if base.n_layer % pp or world % (tp * pp):
                     continue
-                dp = world // (tp * pp)
                 if base.global_batch_size % dp:
                     continue
                 for zero, offload, opt_dev, param_dev in ZERO_OFFLOADS:
@@ -91,21 +93,17 @@ def layouts(base: Setup, max_nodes: int):
                     for micro in _powers_of_two(base.global_batch_size // dp):
                         if base.global_batch_size % (micro * dp):
                             continue
+                        layout = replace(
+                            split,
+                            parallelism=parallelism,
+                            zero=zero,
+                            offload_optimizer=opt_dev,
+                            offload_params=param_dev,
+                            micro_batch_size=micro,
+                        )
                         for recompute in RECOMPUTES:
                             yield (
-                                replace(
-                                    base,
-                                    parallelism=parallelism,
-                                    nodes=nodes,
-                                    tp=tp,
-                                    pp=pp,
-                                    zero=zero,
-                                    offload_optimizer=opt_dev,
-                                    offload_params=param_dev,
-                                    micro_batch_size=micro,
-                                    recompute=recompute,
-                                    sequence_parallel=tp > 1,
-                                ),
+                                replace(base, layout=layout, recompute=recompute, sequence_parallel=tp > 1),
                                 offload,
                             )
 

@@ -1,16 +1,22 @@
 """The numbers a plan is computed from, read once from the composed config into a flat, frozen record.
 
-Everything in bigtrain/plan works on `Setup` (plain ints, floats and strings), so the search can vary one field
-with `dataclasses.replace` and plan thousands of layouts per second without touching OmegaConf.
+Everything in bigtrain/plan works on `Setup` (plain ints, floats and strings, and the run's `Layout`), so the search
+can vary one field with `Setup.vary` (`dataclasses.replace`) and plan thousands of layouts per second without
+touching OmegaConf.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
-from bigtrain.config.validate import SHARDED_PARALLELISMS, sizes
+from bigtrain.config.layout import Layout, layout_of
+from bigtrain.model.shapes import head_dim_of
 
 GIB = 1024**3
+
+
+# Setup fields that belong to its Layout: `vary` routes them there.
+LAYOUT_FIELDS = frozenset(f.name for f in fields(Layout) if f.init)
 
 
 @dataclass(frozen=True)
@@ -23,22 +29,13 @@ class Setup:
     block_size: int  # s: sequence length
     vocab_size: int
     bias: bool
-    # layout
-    parallelism: str
-    devices: int  # per node
-    nodes: int
-    tp: int
-    pp: int
-    zero: int
-    offload_optimizer: str  # none | cpu | nvme
-    offload_params: str  # none | cpu | nvme
+    # how the run is split (strategy, devices, nodes, tp, pp, zero, offload, precision, batch): the run's own
+    layout: Layout
+    # DeepSpeed's buffers
     reduce_bucket_size: int  # elements
     allgather_bucket_size: int  # elements
     persistence_threshold: int  # ZeRO-3 keeps tensors with fewer elements whole on every rank
-    # batch and numerics
-    precision: str
-    micro_batch_size: int
-    global_batch_size: int
+    # numerics
     recompute: str  # none | selective | full
     sequence_parallel: bool
     # hardware
@@ -56,22 +53,29 @@ class Setup:
     headroom: float
     train_tokens: int
 
-    @property
-    def world(self) -> int:
-        return 1 if self.parallelism == "single" else self.devices * self.nodes
+    def vary(self, **changes) -> Setup:
+        """A copy with some fields changed, Layout fields (zero=3, nodes=4, ...) included."""
+        moved = {k: changes.pop(k) for k in list(changes) if k in LAYOUT_FIELDS}
+        if moved:
+            changes["layout"] = replace(self.layout, **moved)
+        return replace(self, **changes)
 
-    @property
-    def dp(self) -> int:
-        return max(self.world // (self.tp * self.pp), 1)
-
-    @property
-    def accumulate(self) -> int:
-        return max(self.global_batch_size // max(self.micro_batch_size * self.dp, 1), 1)
-
-    @property
-    def sharded(self) -> bool:
-        """A ZeRO engine (DeepSpeed, or any strategy listed as sharded) keeps DeepSpeed's mixed-precision layout."""
-        return self.parallelism in SHARDED_PARALLELISMS or self.parallelism == "deepspeed" or self.zero > 0
+    # The Layout's values, read through (the formulas say s.dp, s.zero, ...).
+    parallelism = property(lambda self: self.layout.parallelism)
+    devices = property(lambda self: self.layout.devices)  # per node
+    nodes = property(lambda self: self.layout.nodes)
+    tp = property(lambda self: self.layout.tp)
+    pp = property(lambda self: self.layout.pp)
+    zero = property(lambda self: self.layout.zero)
+    offload_optimizer = property(lambda self: self.layout.offload_optimizer)  # none | cpu | nvme
+    offload_params = property(lambda self: self.layout.offload_params)  # none | cpu | nvme
+    precision = property(lambda self: self.layout.precision)
+    micro_batch_size = property(lambda self: self.layout.micro_batch_size)
+    global_batch_size = property(lambda self: self.layout.global_batch_size)
+    world = property(lambda self: self.layout.world)
+    dp = property(lambda self: self.layout.dp)
+    accumulate = property(lambda self: self.layout.accumulate)
+    sharded = property(lambda self: self.layout.sharded)
 
 
 def peak_flops_for(hw, precision: str) -> float:
@@ -94,36 +98,25 @@ def recompute_of(cfg) -> str:
     return "full" if cfg.model.activation_checkpointing else "none"
 
 
-def setup_from(cfg) -> Setup:
-    """Read the composed config (model, parallelism, zero, offload, hardware, trainer, plan) into a Setup."""
-    m, par, hw, tr = cfg.model, cfg.parallelism, cfg.hardware, cfg.trainer
+def setup_from(cfg, layout: Layout | None = None) -> Setup:
+    """Read the composed config (model, zero, hardware, trainer, plan) and its Layout (validation's, or derived
+    here from the same config) into a Setup."""
+    m, hw, tr = cfg.model, cfg.hardware, cfg.trainer
     plan = cfg.plan if "plan" in cfg else None
-    s = sizes(cfg)  # world / dp / accumulate come from validate, the one place that derives them
-    head_dim = m.head_dim or m.n_embd // m.n_head
     tokens = plan.train_tokens if plan is not None and plan.train_tokens else None
-    setup = Setup(
+    return Setup(
         n_layer=m.n_layer,
         n_head=m.n_head,
         n_embd=m.n_embd,
-        head_dim=head_dim,
+        head_dim=head_dim_of(m.n_embd, m.n_head, m.head_dim),
         block_size=m.block_size,
         vocab_size=m.vocab_size,
         bias=bool(m.bias),
-        parallelism=str(par.name),
-        devices=hw.devices,
-        nodes=hw.nodes,
-        tp=par.tp,
-        pp=par.pp,
-        zero=int(cfg.zero.stage),
-        offload_optimizer=str(cfg.offload.optimizer),
-        offload_params=str(cfg.offload.params),
+        layout=layout or layout_of(cfg),
         reduce_bucket_size=int(cfg.zero.reduce_bucket_size),
         allgather_bucket_size=int(cfg.zero.allgather_bucket_size),
         # DeepSpeed's stage3_param_persistence_threshold (default 1e5) where the zero config carries it.
         persistence_threshold=int(cfg.zero.get("stage3_param_persistence_threshold", 100_000)),
-        precision=str(tr.precision),
-        micro_batch_size=tr.micro_batch_size,
-        global_batch_size=tr.global_batch_size,
         recompute=recompute_of(cfg),
         sequence_parallel=bool(plan.sequence_parallel) if plan is not None else False,
         device_memory_bytes=float(hw.device_memory_gib) * GIB,
@@ -139,5 +132,3 @@ def setup_from(cfg) -> Setup:
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
     )
-    assert (setup.world, setup.dp) == (s.world, s.dp), "Setup must derive sizes exactly as validate.sizes does"
-    return setup

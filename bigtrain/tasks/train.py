@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bigtrain.config import sizes, validate
+from bigtrain.config import Layout, layout_of, validate
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
 from bigtrain.parallel.slurm import (
@@ -66,7 +66,7 @@ def run(cfg, run_dir: Path) -> dict:
     from bigtrain.training.quiet import quiet_libraries
 
     quiet_libraries()
-    validate(cfg, launching=True)
+    layout = validate(cfg, launching=True)
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         from bigtrain.worker import load_run_config
@@ -91,23 +91,25 @@ def run(cfg, run_dir: Path) -> dict:
     if launched_by_slurm():
         config_ready_marker(run_dir).touch()  # the other SLURM tasks start now, from exactly this config
     write_plan(run_dir, planned)
-    if fresh_process_needed(cfg):
+    if fresh_process_needed(layout):
         return fit_in_fresh_process(run_dir)
-    return fit_then_leave(cfg, run_dir, started=started)
+    return fit_then_leave(cfg, run_dir, started=started, layout=layout)
 
 
-def fit_then_leave(cfg, run_dir: Path, started: float | None = None) -> dict:
+def fit_then_leave(cfg, run_dir: Path, started: float | None = None, layout: Layout | None = None) -> dict:
     """fit, then leave torch.distributed together with the other ranks (see parallel/teardown.py). Only at the
     end of a process: DeepSpeed keeps its groups in module globals, so a process cannot train again after. Not
     after an error: the peers may be inside another collective, and they fail fast once this process is gone."""
     from bigtrain.parallel.teardown import leave_process_group
 
-    summary = fit(cfg, run_dir, started=started)
+    summary = fit(cfg, run_dir, started=started, layout=layout)
     leave_process_group()
     return summary
 
 
-def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:
+def fit(
+    cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = (), layout: Layout | None = None
+) -> dict:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import RichProgressBar
@@ -130,22 +132,16 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     quiet_libraries()
     started = started if started is not None else time.perf_counter()
     tr = cfg.trainer
-    s = sizes(cfg)
+    layout = layout or layout_of(cfg).check()  # the extra ranks read the config rank zero validated
     pl.seed_everything(tr.seed, workers=True, verbose=False)
     tokens_per_step = tr.global_batch_size * cfg.model.block_size
-    pipelined = cfg.parallelism.name == "pipeline"
+    pipelined = layout.pipelined
     # A pipelined step takes the data-parallel rank's whole batch as one item and the schedule splits it into
     # micro-batches (it draws the windows an unpipelined run with micro_batch_size = global / dp draws).
-    loader_batch, accumulate = (tr.global_batch_size // s.dp, 1) if pipelined else (tr.micro_batch_size, s.accumulate)
+    accumulate = layout.trainer_accumulation
 
     datamodule = GPTDataModule(
-        cfg.data.prepared_dir,
-        cfg.model.block_size,
-        loader_batch,
-        accumulate,
-        tr.val_batches,
-        tr.seed,
-        cfg.data.num_workers,
+        cfg.data.prepared_dir, cfg.model.block_size, layout, tr.val_batches, tr.seed, cfg.data.num_workers
     )
     module_cls = PipelineGPTModule if pipelined else GPTLightningModule  # manual optimization, see its docstring
     module = module_cls(
@@ -187,9 +183,9 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     callbacks += list(extra_callbacks)
     trainer = pl.Trainer(
         accelerator=cfg.hardware.accelerator,
-        devices=1 if cfg.parallelism.name == "single" else cfg.hardware.devices,
-        num_nodes=1 if cfg.parallelism.name == "single" else cfg.hardware.nodes,
-        strategy=build_strategy(cfg, run_dir),
+        devices=layout.trainer_devices,
+        num_nodes=layout.trainer_nodes,
+        strategy=build_strategy(cfg, run_dir, layout),
         precision=tr.precision,
         max_steps=tr.max_steps,
         accumulate_grad_batches=accumulate,
@@ -239,7 +235,8 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         "precision": str(tr.precision),
         "global_batch_size": tr.global_batch_size,
         "micro_batch_size": tr.micro_batch_size,
-        "accumulate": s.accumulate,
+        "accumulate": layout.accumulate,
+        "layout": layout.as_dict(),
         "steps": trainer.global_step,
         "tokens": trainer.global_step * tokens_per_step,
         "first_val_loss": first,
@@ -277,14 +274,14 @@ def n_params(module) -> int:
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE")
 
 
-def fresh_process_needed(cfg) -> bool:
+def fresh_process_needed(layout: Layout) -> bool:
     """A multi-process run inside a Hydra multirun trains in a fresh process: the sweep's own process runs every
     point, and torch.distributed / DeepSpeed state left by one point's ranks would leave the next one hanging."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return multirun and sizes(cfg).world > 1 and not launched_by_slurm()
+    return multirun and layout.world > 1 and not launched_by_slurm()
 
 
 def fit_in_fresh_process(run_dir: Path) -> dict:

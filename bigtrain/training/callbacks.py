@@ -9,6 +9,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.config.layout import ends_accumulation
+
 
 def _log(trainer: pl.Trainer, metrics: dict, step: int) -> None:
     for logger in trainer.loggers:  # loggers write on rank zero only
@@ -71,7 +73,7 @@ class Throughput(pl.Callback):
         self._paused_at = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+        if not ends_accumulation(batch_idx, trainer.accumulate_grad_batches):
             return
         now = time.perf_counter()
         if self._last is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.config.layout import ends_accumulation
 from bigtrain.sweep.slurm_jobs import slurm_job_id
 
 
@@ -53,7 +54,7 @@ class RequeueOnSignal(pl.Callback):
             signal.signal(requeue_signal(), self._previous)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+        if not ends_accumulation(batch_idx, trainer.accumulate_grad_batches):
             return  # only at optimizer-step boundaries: a checkpoint mid-accumulation would replay micro-batches
         flag = trainer.strategy.reduce(torch.tensor(float(self.signalled), device=module.device), reduce_op="max")
         if float(flag) == 0.0:

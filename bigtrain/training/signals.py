@@ -14,6 +14,8 @@ import signal
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.config.layout import ends_accumulation
+
 
 class GracefulStop(pl.Callback):
     def __init__(self, checkpoint_path_for) -> None:
@@ -35,7 +37,7 @@ class GracefulStop(pl.Callback):
             signal.signal(signum, self._handler)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+        if not ends_accumulation(batch_idx, trainer.accumulate_grad_batches):
             return
         flag = torch.tensor(1.0 if self.received else 0.0, device=module.device)
         if trainer.world_size > 1:
