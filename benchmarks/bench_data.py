@@ -92,13 +92,12 @@ def _encode_rows(ctx: Context, max_bytes: int) -> list[Row]:
 
 
 def _loader_row(ctx: Context) -> Row:
-    from bigtrain.config.layout import layout_of
     from bigtrain.data import GPTDataModule
 
     cfg = compose(*(["model=nano", "data.max_bytes=2000000"] if ctx.quick else []))
     tr = cfg.trainer
     data = prepared_dir(ctx)
-    dm = GPTDataModule(data, cfg.model.block_size, layout_of(cfg), tr.val_batches, tr.seed)
+    dm = GPTDataModule(data, cfg.model.block_size, tr.micro_batch_size, 1, tr.val_batches, tr.seed)
     batches = 50 if ctx.quick else 2000
     rates = []
     for _ in range(ctx.repeats):

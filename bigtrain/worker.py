@@ -9,15 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from bigtrain.config import BigtrainConfig
+from bigtrain.config.run_config import load_run_config
 from bigtrain.errors import BigtrainError
-from bigtrain.tasks.train import CONFIG_FILE, fit_then_leave
-
-
-def load_run_config(run_dir: Path):
-    return OmegaConf.merge(OmegaConf.structured(BigtrainConfig), OmegaConf.load(run_dir / CONFIG_FILE))
+from bigtrain.tasks.train import fit_then_leave
 
 
 def main(argv: list[str]) -> None:

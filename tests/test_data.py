@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from bigtrain.config.layout import Layout
 from bigtrain.data import check_block_fits, prepare, read_meta
 from bigtrain.data.corpus import read_corpus
 from bigtrain.data.datamodule import GPTDataModule, TokenWindows
@@ -88,9 +87,7 @@ def test_windows_are_deterministic_and_differ_by_rank(byte_dataset):
     assert not torch.equal(TokenWindows(byte_dataset / "train.bin", meta["dtype"], 16, 4, seed=8)[0][0], x0)
 
     def first_indices(rank, world):
-        layout = Layout(parallelism="ddp", devices=world, micro_batch_size=4, global_batch_size=4 * 2 * world)
-        assert layout.accumulate == 2
-        dm = GPTDataModule(byte_dataset, 16, layout, val_batches=2, seed=7)
+        dm = GPTDataModule(byte_dataset, 16, 4, accumulate=2, val_batches=2, seed=7, dp_size=world)
         dm.dp_rank = rank
         it = iter(dm.train_dataloader().sampler)
         return [next(it) for _ in range(4)]

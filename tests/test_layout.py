@@ -91,3 +91,16 @@ def test_last_micro_batch_of_an_accumulation():
 def test_layout_and_planner_import_no_torch():
     code = "import sys, bigtrain.config.layout, bigtrain.plan; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_strategy_has_traits():
+    from bigtrain.config.layout import PARALLELISMS
+    from bigtrain.parallel.traits import TRAITS, traits_of
+
+    assert set(TRAITS) == set(PARALLELISMS)
+    deepspeed = traits_of(Layout(parallelism="deepspeed", devices=2, zero=2))
+    assert deepspeed.sharded_checkpoint and deepspeed.summary_fields(Layout(parallelism="deepspeed", zero=2)) == {
+        "zero_stage": 2
+    }
+    assert traits_of(Layout(parallelism="ddp", devices=2)).summary_fields(Layout(zero=0)) == {"zero_stage": None}
+    assert traits_of(Layout(parallelism="pipeline", devices=2, pp=2)).manual_optimization

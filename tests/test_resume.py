@@ -149,7 +149,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
 def test_a_sharded_checkpoint_without_its_complete_marker_is_skipped(tmp_path):
     """A sharded save cut short (some ranks' parts written, no COMPLETE from rank zero) is passed over for the
     previous complete one; the marker is what parallel/sharded_checkpoints.py writes after every rank's save."""
-    from bigtrain.training.checkpointing import write_complete_marker
+    from bigtrain.parallel.sharded_checkpoints import write_complete_marker
 
     folder = tmp_path / "run" / "checkpoints"
     for step in (10, 20):

@@ -17,7 +17,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bigtrain.config.layout import Layout
 from bigtrain.data.prepare import read_meta
 
 # Validation micro-batches draw from their own stream so they never depend on how far training got.
@@ -71,31 +70,35 @@ class StridedSampler(Sampler[int]):
 
 
 class GPTDataModule(pl.LightningDataModule):
-    """Train and validation loaders for one rank of a run split as `layout` says (its data-parallel size,
-    micro-batch and accumulation; a pipelined rank loads its whole batch and the schedule splits it)."""
+    """Train and validation loaders for one rank. The split comes from the run's Layout (config/layout.py; the
+    caller passes its numbers so data stays independent of config): `micro_batch_size` sequences per item
+    (a pipelined rank's whole batch), `accumulate` items per rank per optimizer step, `dp_size` data-parallel
+    ranks."""
 
     def __init__(
         self,
         data_dir: str | Path,
         block_size: int,
-        layout: Layout,
+        micro_batch_size: int,
+        accumulate: int,
         val_batches: int,
         seed: int,
         num_workers: int = 0,
+        dp_size: int = 1,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
-        self.block_size, self.layout = block_size, layout
-        self.micro_batch_size, self.accumulate = layout.loader_batch_size, layout.trainer_accumulation
-        self.val_batches, self.seed, self.num_workers = val_batches, seed, num_workers
+        self.block_size, self.micro_batch_size = block_size, micro_batch_size
+        self.accumulate, self.val_batches = accumulate, val_batches
+        self.seed, self.num_workers = seed, num_workers
         self.meta = read_meta(self.data_dir, verify_checksums=False)  # rank zero verified them before launch
-        self.dp_rank, self.dp_size = 0, layout.dp
+        self.dp_rank, self.dp_size = 0, dp_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             # This rank's place among the data-parallel ranks: under tensor or pipeline parallelism several ranks
             # share one batch, and the strategy's mesh says which (Lightning's sampler contract); single-device
-            # strategies have no such key. The size is the Layout's; a strategy that disagrees is a bug.
+            # strategies have no such key. The size is the Layout's; a strategy that disagrees with it is a bug.
             shard = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
             self.dp_rank = shard.get("rank", self.trainer.global_rank)
             replicas = shard.get("num_replicas", self.trainer.world_size)

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bigtrain.training.checkpointing import clear_complete_marker, write_complete_marker
+from bigtrain.atomic import atomic_write
+
+# Written into a sharded checkpoint's folder by rank zero after every rank saved its part; a folder without it is
+# a save that was cut short (training/checkpointing.py: check_loadable refuses it).
+COMPLETE_MARKER = "COMPLETE"
+
+
+def write_complete_marker(folder: Path, world_size: int) -> None:
+    atomic_write(folder / COMPLETE_MARKER, lambda f: f.write(f"all {world_size} ranks saved their part\n".encode()))
+
+
+def clear_complete_marker(folder: Path) -> None:
+    if folder.is_dir():
+        (folder / COMPLETE_MARKER).unlink(missing_ok=True)
 
 
 def before_sharded_save(strategy, filepath) -> None:

@@ -72,6 +72,6 @@ class SweepReport(Callback):
             job_ended(Path(config.hydra.runtime.output_dir), False, error if rank == "0" else f"rank {rank}: {error}")
             if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
                 # The other tasks would wait for this one forever; end the step once submitit recorded the result.
-                from bigtrain.sweep.slurm_jobs import end_job_step
+                from bigtrain.parallel.slurm_jobs import end_job_step
 
                 atexit.register(end_job_step)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bigtrain.sweep.slurm_jobs import ALIVE_SLURM_STATES, slurm_state
+from bigtrain.parallel.slurm_jobs import ALIVE_SLURM_STATES, slurm_state
 from bigtrain.sweep.status import process_alive, read_status
 
 # plan.json keys for the planned per-device memory and throughput, in order of preference.

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from bigtrain.sweep.slurm_jobs import slurm_job_id
+from bigtrain.parallel.slurm_jobs import slurm_job_id
 
 STATUS_FILE = "status.json"
 

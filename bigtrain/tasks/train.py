@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bigtrain.config import Layout, layout_of, validate
+from bigtrain.config.run_config import load_run_config, save_run_config
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
 from bigtrain.parallel.slurm import (
@@ -25,8 +26,6 @@ from bigtrain.parallel.slurm import (
 )
 from bigtrain.plan import preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
-
-CONFIG_FILE = "config.yaml"
 
 
 def prepared_data(cfg, progress: bool = True) -> Path:
@@ -42,25 +41,6 @@ def prepared_data(cfg, progress: bool = True) -> Path:
     return folder
 
 
-def save_run_config(cfg, run_dir: Path) -> Path:
-    """Write the resolved config (secrets redacted). A different config already there (a resumed run with changed
-    overrides) is kept as config.N.yaml: nothing written earlier is lost."""
-    from bigtrain.config.secrets import redact
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CONFIG_FILE
-    text = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
-    if path.is_file() and path.read_text() != text:
-        n = 1
-        while (run_dir / f"config.{n}.yaml").exists():
-            n += 1
-        path.rename(run_dir / f"config.{n}.yaml")
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     from bigtrain.training.quiet import quiet_libraries
@@ -69,8 +49,6 @@ def run(cfg, run_dir: Path) -> dict:
     layout = validate(cfg, launching=True)
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
-        from bigtrain.worker import load_run_config
-
         wait_for_file(
             config_ready_marker(run_dir), timeout_s=1800, what="this attempt's config, after data preparation"
         )
@@ -110,115 +88,57 @@ def fit_then_leave(cfg, run_dir: Path, started: float | None = None, layout: Lay
 def fit(
     cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = (), layout: Layout | None = None
 ) -> dict:
+    """Every rank: data and model -> callbacks and loggers -> strategy and Trainer -> fit -> measure; rank zero
+    then samples and writes the summary (the other ranks return {})."""
     import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.callbacks import RichProgressBar
 
-    from bigtrain.config.secrets import redact
     from bigtrain.data.datamodule import GPTDataModule
-    from bigtrain.parallel import build_strategy
-    from bigtrain.parallel.gather import full_state_dict, held_numel_per_rank, inner_optimizer
-    from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
-    from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
-    from bigtrain.training.guards import NonFiniteGuard
+    from bigtrain.parallel.traits import traits_of
+    from bigtrain.training.callbacks import Throughput, ValidationBookends
+    from bigtrain.training.checkpointing import CHECKPOINT_DIR
     from bigtrain.training.loggers import build_loggers
     from bigtrain.training.model_states import ModelStateBytes
-    from bigtrain.training.module import GPTLightningModule
-    from bigtrain.training.pipeline_module import PipelineGPTModule
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
-    from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
     started = started if started is not None else time.perf_counter()
-    tr = cfg.trainer
     layout = layout or layout_of(cfg).check()  # the extra ranks read the config rank zero validated
+    traits, tr = traits_of(layout), cfg.trainer
     pl.seed_everything(tr.seed, workers=True, verbose=False)
     tokens_per_step = tr.global_batch_size * cfg.model.block_size
-    pipelined = layout.pipelined
-    # A pipelined step takes the data-parallel rank's whole batch as one item and the schedule splits it into
-    # micro-batches (it draws the windows an unpipelined run with micro_batch_size = global / dp draws).
-    accumulate = layout.trainer_accumulation
 
     datamodule = GPTDataModule(
-        cfg.data.prepared_dir, cfg.model.block_size, layout, tr.val_batches, tr.seed, cfg.data.num_workers
+        cfg.data.prepared_dir,
+        cfg.model.block_size,
+        layout.loader_batch_size,  # a pipelined rank loads its whole batch; the schedule splits it
+        layout.trainer_accumulation,
+        tr.val_batches,
+        tr.seed,
+        cfg.data.num_workers,
+        dp_size=layout.dp,
     )
-    module_cls = PipelineGPTModule if pipelined else GPTLightningModule  # manual optimization, see its docstring
-    module = module_cls(
-        cfg.model,
-        cfg.optim,
-        tr.max_steps,
-        tokens_per_step,
-        run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
-        init_from=cfg.init_from,
-        compile_model=tr.compile,
-    )
-    bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
-    callbacks: list[pl.Callback] = [
-        bookends,
-        throughput,
-        states,
-        NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
-        checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
-        stop,
-    ]
-    if tr.progress:
-        callbacks.append(RichProgressBar(leave=True))
+    module = build_module(cfg, traits.manual_optimization, tokens_per_step)
+
     resume_from = Path(cfg.resume) if cfg.resume else None  # resolved by run() on rank zero
-    loggers = build_loggers(cfg, run_dir, resume_from)
-    if cfg.logger.name == "wandb":
-        from bigtrain.training.loggers import WandbIdInCheckpoint, wandb_run_id
+    bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
+    stop = GracefulStop(lambda step: run_dir / CHECKPOINT_DIR / f"step-{step:07d}.ckpt")
+    callbacks = [bookends, throughput, states, *run_callbacks(cfg, run_dir, stop, resume_from), *extra_callbacks]
+    trainer = build_trainer(cfg, layout, run_dir, callbacks, build_loggers(cfg, run_dir, resume_from))
 
-        callbacks.append(WandbIdInCheckpoint(wandb_run_id(run_dir, resume_from)))
-    plugins = cluster_plugins()
-    slurm_job = bool(plugins)
-    if cfg.parallelism.name in ("single", "ddp"):  # the sharded strategies write their own checkpoint folders
-        plugins = [*plugins, AtomicCheckpointIO()]
-    if slurm_job:  # a SLURM job: checkpoint + requeue on the time-limit / preemption signal
-        from bigtrain.training.requeue import RequeueOnSignal
-
-        callbacks.append(RequeueOnSignal(run_dir))
-    callbacks += list(extra_callbacks)
-    trainer = pl.Trainer(
-        accelerator=cfg.hardware.accelerator,
-        devices=layout.trainer_devices,
-        num_nodes=layout.trainer_nodes,
-        strategy=build_strategy(cfg, run_dir, layout),
-        precision=tr.precision,
-        max_steps=tr.max_steps,
-        accumulate_grad_batches=accumulate,
-        gradient_clip_val=None if pipelined else cfg.optim.grad_clip or None,  # the pipeline module clips itself
-        val_check_interval=tr.val_check_interval * accumulate,  # Lightning counts micro-batches here
-        check_val_every_n_epoch=None,
-        limit_val_batches=tr.val_batches,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # the DataModule shards by rank itself (deterministic, resumable)
-        logger=loggers,
-        callbacks=callbacks,
-        log_every_n_steps=tr.log_every_n_steps,
-        enable_progress_bar=tr.progress,
-        enable_model_summary=False,
-        default_root_dir=str(run_dir),
-        plugins=plugins or None,
-    )
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_wall = time.perf_counter() - fit_started
-    peak = int(trainer.strategy.reduce(torch.tensor(float(peak_memory_bytes(module.device))), reduce_op="max"))
-    replicas_identical = replicas_agree(trainer, module) if cfg.parallelism.name == "ddp" else None
-    state_bytes = int(trainer.strategy.reduce(torch.tensor(float(states.total)), reduce_op="max"))  # per rank
-    held = held_numel_per_rank(trainer, module)  # collectives: every rank takes part
-    # A tensor-parallel or pipelined model generates only with every rank taking part; rank zero alone cannot.
-    can_sample = tr.sample_tokens > 0 and stop.received is None and cfg.parallelism.name not in ("tp", "pipeline")
-    weights = full_state_dict(trainer, module) if can_sample else None  # gathered on rank zero (collective)
+
+    can_sample = tr.sample_tokens > 0 and stop.received is None and traits.gathers_whole_model
+    measured = measure(trainer, module, states, traits.checks_replicas, gather_weights=can_sample)  # collectives
     if not trainer.is_global_zero:
         return {}
 
-    sample = write_sample(cfg, module, run_dir, weights) if can_sample else None
+    sample = write_sample(cfg, module, run_dir, measured.pop("weights")) if can_sample else None
     first = bookends.first[1] if bookends.first else None
     final = bookends.final[1] if bookends.final else None
+    peak, state_bytes = measured["peak_memory_bytes"], measured.pop("model_state_bytes")
     summary = {
         "run_dir": str(run_dir),
         "status": "completed" if stop.received is None else f"stopped by {stop.received} at step {stop.stopped_at}",
@@ -226,11 +146,11 @@ def fit(
         "model": cfg.model.name,
         "init_from": cfg.init_from,
         "n_params": n_params(module),
-        "parallelism": cfg.parallelism.name,
+        "parallelism": layout.parallelism,
         "strategy": type(trainer.strategy).__name__,
-        "zero_stage": cfg.zero.stage if cfg.parallelism.name in ("deepspeed", "fsdp") else None,
+        **traits.summary_fields(layout),
         "offload": cfg.offload.name,
-        "optimizer": type(inner_optimizer(trainer)).__name__,
+        "optimizer": measured.pop("optimizer"),
         "world_size": trainer.world_size,
         "precision": str(tr.precision),
         "global_batch_size": tr.global_batch_size,
@@ -245,19 +165,132 @@ def fit(
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
         "peak_memory_bytes": peak,
-        "replicas_identical": replicas_identical,
+        "replicas_identical": measured["replicas_identical"],
         "wall_s": fit_wall,
         "total_wall_s": time.perf_counter() - started,
         "val_history": module.val_history,
-        "held_numel_per_rank": held,
+        "held_numel_per_rank": measured["held_numel_per_rank"],
         "sample": sample,
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
+    report(summary, cfg, run_dir)
+    return summary
+
+
+def build_module(cfg, manual_optimization: bool, tokens_per_step: int):
+    """The LightningModule: the pipeline module steps and clips itself (manual optimization, see its docstring)."""
+    from bigtrain.config.secrets import redact
+    from bigtrain.training.module import GPTLightningModule
+    from bigtrain.training.pipeline_module import PipelineGPTModule
+
+    module_cls = PipelineGPTModule if manual_optimization else GPTLightningModule
+    return module_cls(
+        cfg.model,
+        cfg.optim,
+        cfg.trainer.max_steps,
+        tokens_per_step,
+        run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        init_from=cfg.init_from,
+        compile_model=cfg.trainer.compile,
+    )
+
+
+def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
+    """What keeps a run safe and visible: NaN guard, checkpoints, graceful stop, progress bar, the wandb id in
+    checkpoints, and under SLURM checkpoint + requeue on the time-limit / preemption signal."""
+    from bigtrain.training.checkpointing import CHECKPOINT_DIR, checkpoint_callback
+    from bigtrain.training.guards import NonFiniteGuard
+
+    tr = cfg.trainer
+    callbacks = [
+        NonFiniteGuard(tr.on_nonfinite, run_dir / CHECKPOINT_DIR),
+        checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
+        stop,
+    ]
+    if tr.progress:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    if cfg.logger.name == "wandb":
+        from bigtrain.training.loggers import WandbIdInCheckpoint, wandb_run_id
+
+        callbacks.append(WandbIdInCheckpoint(wandb_run_id(run_dir, resume_from)))
+    if launched_by_slurm():
+        from bigtrain.training.requeue import RequeueOnSignal
+
+        callbacks.append(RequeueOnSignal(run_dir))
+    return callbacks
+
+
+def build_trainer(cfg, layout: Layout, run_dir: Path, callbacks: list, loggers: list):
+    """The Lightning Trainer, every size from the Layout and the strategy from the one builder."""
+    import pytorch_lightning as pl
+
+    from bigtrain.parallel import build_strategy
+    from bigtrain.parallel.traits import traits_of
+    from bigtrain.training.checkpointing import AtomicCheckpointIO
+
+    tr, traits = cfg.trainer, traits_of(layout)
+    plugins = cluster_plugins()
+    if not traits.sharded_checkpoint:  # one file, written atomically; sharded strategies write their own folders
+        plugins = [*plugins, AtomicCheckpointIO()]
+    accumulate = layout.trainer_accumulation
+    return pl.Trainer(
+        accelerator=cfg.hardware.accelerator,
+        devices=layout.trainer_devices,
+        num_nodes=layout.trainer_nodes,
+        strategy=build_strategy(cfg, run_dir, layout),
+        precision=tr.precision,
+        max_steps=tr.max_steps,
+        accumulate_grad_batches=accumulate,
+        # A module with manual optimization (the pipeline's) clips its gradients itself.
+        gradient_clip_val=None if traits.manual_optimization else cfg.optim.grad_clip or None,
+        val_check_interval=tr.val_check_interval * accumulate,  # Lightning counts micro-batches here
+        check_val_every_n_epoch=None,
+        limit_val_batches=tr.val_batches,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the DataModule shards by rank itself (deterministic, resumable)
+        logger=loggers,
+        callbacks=callbacks,
+        log_every_n_steps=tr.log_every_n_steps,
+        enable_progress_bar=tr.progress,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        plugins=plugins or None,
+    )
+
+
+def measure(trainer, module, states, check_replicas: bool, gather_weights: bool) -> dict:
+    """What the run held and used, reduced over ranks (collectives: every rank calls this): peak memory and model
+    state bytes (max over ranks), what each rank held, whether replicas agree, the inner optimizer, and the whole
+    fp32 weights on rank zero when `gather_weights`."""
+    import torch
+
+    from bigtrain.parallel.gather import full_state_dict, held_numel_per_rank, inner_optimizer
+    from bigtrain.training.callbacks import peak_memory_bytes
+
+    def reduced_max(value: float) -> int:
+        return int(trainer.strategy.reduce(torch.tensor(float(value)), reduce_op="max"))
+
+    return {
+        "peak_memory_bytes": reduced_max(peak_memory_bytes(module.device)),
+        "replicas_identical": replicas_agree(trainer, module) if check_replicas else None,
+        "model_state_bytes": reduced_max(states.total),  # per rank
+        "held_numel_per_rank": held_numel_per_rank(trainer, module),
+        "optimizer": type(inner_optimizer(trainer)).__name__,
+        "weights": full_state_dict(trainer, module) if gather_weights else None,  # gathered on rank zero
+    }
+
+
+def report(summary: dict, cfg, run_dir: Path) -> None:
+    """summary.json, the printed table and the sample (rank zero)."""
+    from bigtrain.training.summary import print_summary, write_summary
+
     write_summary(run_dir, summary)
     print_summary(summary)
-    if sample:
-        print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---\n{sample}\n---")
-    return summary
+    if summary["sample"]:
+        print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---")
+        print(f"{summary['sample']}\n---")
 
 
 def n_params(module) -> int:

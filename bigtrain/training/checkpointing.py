@@ -8,40 +8,21 @@ line and the previous one is used.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from bigtrain.atomic import atomic_write
 from bigtrain.errors import BigtrainError
+from bigtrain.parallel.sharded_checkpoints import COMPLETE_MARKER
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write` into a temporary file beside `path`, flush and fsync it, rename it over `path`, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,20 +80,6 @@ def _newest_first(folder: Path) -> list[Path]:
             return [last, *steps]
         return [*steps, last]
     return steps
-
-
-# Written into a sharded checkpoint's folder by rank zero after every rank saved its part
-# (parallel/sharded_checkpoints.py); a folder without it is a save that was cut short.
-COMPLETE_MARKER = "COMPLETE"
-
-
-def write_complete_marker(folder: Path, world_size: int) -> None:
-    atomic_write(folder / COMPLETE_MARKER, lambda f: f.write(f"all {world_size} ranks saved their part\n".encode()))
-
-
-def clear_complete_marker(folder: Path) -> None:
-    if folder.is_dir():
-        (folder / COMPLETE_MARKER).unlink(missing_ok=True)
 
 
 def check_loadable(path: Path) -> str | None:

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.config.layout import ends_accumulation
-from bigtrain.sweep.slurm_jobs import slurm_job_id
+from bigtrain.parallel.slurm_jobs import slurm_job_id
 
 
 def requeue_signal() -> signal.Signals:
