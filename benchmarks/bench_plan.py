@@ -26,9 +26,10 @@ def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from bigtrain.config import register_configs
+    from bigtrain.config.cli import CONF_DIR
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 

@@ -51,7 +51,11 @@ def precheck(args: list[str]) -> None:
     from bigtrain.config.compose import compose_config
 
     try:
-        compose_config([a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+        # Hydra's own settings are Hydra's to check, except the search path: user config dirs hold groups too.
+        keep = [
+            a for a in args if a.startswith("hydra.searchpath=") or not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+        ]
+        compose_config(keep)
     except BigtrainError as e:
         print(f"bigtrain: error: {e}", file=sys.stderr)
         sys.exit(2)

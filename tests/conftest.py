@@ -69,10 +69,10 @@ def compose(*overrides: str):
     from hydra import initialize_config_dir
 
     from bigtrain.config import register_configs
-    from bigtrain.config.cli import quote_numeric_group_choices
+    from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose("config", overrides=quote_numeric_group_choices(list(overrides)))
 
 

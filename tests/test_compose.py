@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from bigtrain.config.cli import CONF_DIR
 from bigtrain.config.validate import PARALLELISMS, problems_of
-from tests.conftest import REPO, compose
+from tests.conftest import compose, run_bigtrain
 
-CONF = REPO / "conf"
+CONF = CONF_DIR  # bigtrain/conf: the package data a wheel carries
 
 
 def options(group: str) -> list[str]:
@@ -20,7 +22,7 @@ def options(group: str) -> list[str]:
 
 
 def recipes() -> list[str]:
-    return sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+    return sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
 
 
 def test_groups_exist():
@@ -54,7 +56,7 @@ def test_every_model_parallelism_hardware_combination_composes():
 
 @pytest.mark.parametrize("recipe", recipes())
 def test_every_recipe_composes_and_documents_itself(recipe):
-    text = (REPO / "recipes" / f"{recipe}.yaml").read_text()
+    text = (CONF / "recipe" / f"{recipe}.yaml").read_text()
     assert text.startswith("# @package _global_"), "recipes are global packages"
     assert "python -m bigtrain" in text, "a recipe's header gives its launch command"
     cfg = compose(f"recipe={recipe}")
@@ -109,3 +111,16 @@ def test_numeric_group_choices_work_as_users_type_them():
     ]
     assert quote_numeric_group_choices(["zero=0,1,2,3"]) == ["zero='0','1','2','3'"]
     assert compose("zero=3").zero.stage == 3
+
+
+def test_user_config_dirs_add_recipes_beside_the_packaged_ones(tmp_path):
+    """Configs ship inside the package; a user's own folder joins them through Hydra's search path."""
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: nano\nplan:\n  format: json\n"
+    )
+    proc = run_bigtrain(f"hydra.searchpath=[file://{tmp_path}]", "recipe=mine", "task=plan", run_dir=tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from bigtrain.plan import plan
+
+    assert json.loads(proc.stdout)["n_params"] == plan(compose("task=plan", "model=nano"))["n_params"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import REPO
 from omegaconf import OmegaConf
 
 
@@ -10,9 +9,10 @@ def launcher(*overrides: str) -> dict:
     from hydra import compose, initialize_config_dir
 
     from bigtrain.config import register_configs
+    from bigtrain.config.cli import CONF_DIR
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
     from hydra.core.hydra_config import HydraConfig
 
@@ -59,7 +59,9 @@ def test_ranks_started_by_srun_share_one_run_directory(monkeypatch):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from bigtrain.config.cli import CONF_DIR
+
     compose()  # registers bigtrain's resolvers
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("config", return_hydra_config=True)
     assert cfg.hydra.run.dir.endswith("/slurm-77-0")

@@ -9,9 +9,12 @@ of known groups are quoted before Hydra sees them.
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+# The config groups and recipes ship inside the package (bigtrain/conf, recipes in its `recipe` group), so a wheel
+# finds them as well as a checkout; users add their own with Hydra's --config-dir or hydra.searchpath.
+CONF_DIR = Path(str(files("bigtrain") / "conf"))
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> set[str]:
