@@ -47,13 +47,16 @@ def run(cfg, run_dir: Path) -> dict:
 
     quiet_libraries()
     layout = validate(cfg, launching=True)
+    # The plan refuses what cannot fit (ConfigError; plan.enforce=false overrides) before anything heavy is
+    # imported: asking whether SLURM started this process imports Lightning. Every SLURM task plans (milliseconds)
+    # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
+    planned = preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         wait_for_file(
             config_ready_marker(run_dir), timeout_s=1800, what="this attempt's config, after data preparation"
         )
         return fit_then_leave(load_run_config(run_dir), run_dir, started=started)
-    planned = preflight(cfg)  # one-line verdict; ConfigError when it cannot fit (plan.enforce=false overrides)
     from bigtrain.training.checkpointing import find_resume_checkpoint
 
     # A requeued SLURM attempt resumes its own run directory, as resume=auto would.
