@@ -15,7 +15,6 @@ import pytest
 from conftest import NANO, REPO, read_summary, run_bigtrain
 from plan_helpers import setup
 
-from bigtrain.config.validate import PARALLELISMS
 from bigtrain.plan import memory
 from bigtrain.plan.params import n_params
 
@@ -81,7 +80,6 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("deepspeed" not in PARALLELISMS, reason="parallelism=deepspeed comes from the zero branch")
 @pytest.mark.parametrize("stage", [1, 3])
 def test_deepspeed_training_run_model_states_match_the_plan(tmp_path, stage):
     """The same check through bigtrain's own training run and summary.

@@ -11,7 +11,6 @@ import sys
 import pytest
 from conftest import NANO, REPO
 
-from bigtrain.config.validate import PARALLELISMS
 from bigtrain.sweep.report import COLUMNS, build_report
 from bigtrain.sweep.status import job_ended, job_started
 
@@ -85,10 +84,7 @@ def test_ddp_sweep_report_shows_the_failed_point_and_the_others_finish(tmp_path)
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_zero_stage_sweep_report(tmp_path):
-    """The issue's sweep: `zero=0,1,2,3` on CPU, 2 processes each. Runs once parallelism=deepspeed exists (the ZeRO
-    branch); until then the DDP sweep above covers the same report path."""
-    if "deepspeed" not in PARALLELISMS:
-        pytest.skip("parallelism=deepspeed is not in this checkout yet (it comes with the ZeRO issue's branch)")
+    """The issue's sweep: `zero=0,1,2,3` on CPU, 2 processes each, under parallelism=deepspeed."""
     sweep_dir = tmp_path / "sweep"
     steps = ["trainer.max_steps=4", "trainer.val_check_interval=4"]
     proc = sweep(sweep_dir, *NANO, *steps, "parallelism=deepspeed", "hardware.devices=2", "zero=0,1,2,3")

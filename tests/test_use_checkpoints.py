@@ -13,7 +13,6 @@ import torch
 from conftest import NANO, assert_ok, compose, read_summary, run_bigtrain
 
 from bigtrain.checkpoint_io import check_init_from, load_model, locate
-from bigtrain.config.validate import PARALLELISMS
 from bigtrain.errors import BigtrainError
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny matrices: one thread beats two on a shared 2-core machine
@@ -263,7 +262,6 @@ def test_fsdp_sharded_directory_is_merged(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("deepspeed" not in PARALLELISMS, reason="parallelism=deepspeed arrives with the ZeRO issue")
 def test_generation_from_zero3_shards_equals_consolidated_file(tmp_path):
     """Two CPU ranks train with ZeRO-3; generation from the sharded directory (merged on the fly) and from its
     consolidated single file give the same text."""
