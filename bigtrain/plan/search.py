@@ -70,13 +70,14 @@ def layouts(base: Setup, max_nodes: int):
     """Every layout to try, as Setups (with the offload config name), whether or not it fits."""
     nodes_options = sorted({*_powers_of_two(max_nodes), base.nodes})
     for nodes in nodes_options:
+        # The split before the strategy is chosen: world and dp come from the Layout, as for a run.
+        world = replace(base.layout, parallelism="ddp", nodes=nodes, tp=1, pp=1).world
         for tp in _powers_of_two(base.devices):
             if base.n_head % tp:
                 continue
-            for pp in _powers_of_two(base.devices * nodes // tp):
-                # The split before the strategy is chosen: dp and world come from the Layout, as for a run.
+            for pp in _powers_of_two(world // tp):
                 split = replace(base.layout, parallelism="ddp", nodes=nodes, tp=tp, pp=pp, zero=0)
-                world, dp = split.world, split.dp
+                dp = split.dp
                 if base.n_layer % pp or world % (tp * pp):
                     continue
                 if base.global_batch_size % dp:
