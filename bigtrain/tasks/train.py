@@ -24,6 +24,7 @@ from bigtrain.parallel.slurm import (
     slurm_global_rank,
     wait_for_file,
 )
+from bigtrain.parallel.traits import traits_of
 from bigtrain.plan import preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
@@ -83,8 +84,10 @@ def fit_then_leave(cfg, run_dir: Path, started: float | None = None, layout: Lay
     after an error: the peers may be inside another collective, and they fail fast once this process is gone."""
     from bigtrain.parallel.teardown import leave_process_group
 
+    layout = layout or layout_of(cfg).check()
     summary = fit(cfg, run_dir, started=started, layout=layout)
-    leave_process_group()
+    if traits_of(layout).multi_process:
+        leave_process_group()
     return summary
 
 
@@ -96,7 +99,6 @@ def fit(
     import pytorch_lightning as pl
 
     from bigtrain.data.datamodule import GPTDataModule
-    from bigtrain.parallel.traits import traits_of
     from bigtrain.training.callbacks import Throughput, ValidationBookends
     from bigtrain.training.checkpointing import CHECKPOINT_DIR
     from bigtrain.training.loggers import build_loggers
@@ -230,7 +232,6 @@ def build_trainer(cfg, layout: Layout, run_dir: Path, callbacks: list, loggers: 
     import pytorch_lightning as pl
 
     from bigtrain.parallel import build_strategy
-    from bigtrain.parallel.traits import traits_of
     from bigtrain.training.checkpointing import AtomicCheckpointIO
 
     tr, traits = cfg.trainer, traits_of(layout)
@@ -317,7 +318,7 @@ def fresh_process_needed(layout: Layout) -> bool:
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return multirun and layout.world > 1 and not launched_by_slurm()
+    return multirun and traits_of(layout).multi_process and layout.world > 1 and not launched_by_slurm()
 
 
 def fit_in_fresh_process(run_dir: Path) -> dict:
