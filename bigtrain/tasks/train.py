@@ -1,4 +1,4 @@
-"""`task=train`: validate -> data -> record the config -> build -> fit -> sample -> summary.
+"""`task=train`: validate (the Layout) -> plan -> data -> record the config -> build -> fit -> sample -> summary.
 
 `run` is rank zero's front door (under Hydra); `fit` is what every rank executes, rank zero from `run` and the
 other local ranks from `bigtrain.worker`, which reads the config `run` recorded.
