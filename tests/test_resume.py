@@ -173,6 +173,7 @@ def test_resume_path_errors(tmp_path):
         find_resume_checkpoint(str(bad), tmp_path)
 
 
+@pytest.mark.slow  # it reads the 30-step reference run (an end-to-end CLI run) the resume tests share
 def test_checkpoints_load_with_weights_only(reference):
     ckpt = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 30 and "rng" in ckpt["bigtrain"] and ckpt["bigtrain"]["val_history"]

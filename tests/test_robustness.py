@@ -97,13 +97,13 @@ def random_overrides(rng: random.Random) -> list[str]:
     return out
 
 
-def test_config_fuzz_validates_or_fails_with_one_line():
-    """250 random override sets across every group and key: wrong types, negative, zero and huge numbers,
+def _fuzz(cases: int) -> dict[str, int]:
+    """`cases` random override sets across every group and key: wrong types, negative, zero and huge numbers,
     unknown keys and groups, incompatible groups. Each composes and validates, or raises a one-line
     BigtrainError; anything else (an uncaught exception of another type) fails the test."""
     rng = random.Random(1234)
     outcomes = {"valid": 0, "refused": 0}
-    for _ in range(250):
+    for _ in range(cases):
         overrides = random_overrides(rng)
         try:
             validate(compose_config(overrides))
@@ -111,6 +111,18 @@ def test_config_fuzz_validates_or_fails_with_one_line():
         except BigtrainError as e:
             assert "\n" not in str(e) and str(e), overrides
             outcomes["refused"] += 1
+    return outcomes
+
+
+def test_config_fuzz_quick_slice():
+    """The quick tier's first 60 cases of the fuzz below (a compose costs ~0.2 s of CPU)."""
+    outcomes = _fuzz(60)
+    assert outcomes["valid"] > 2 and outcomes["refused"] > 20, outcomes
+
+
+@pytest.mark.slow
+def test_config_fuzz_validates_or_fails_with_one_line():
+    outcomes = _fuzz(250)
     assert outcomes["valid"] > 10 and outcomes["refused"] > 100, outcomes
 
 
