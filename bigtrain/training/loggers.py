@@ -35,9 +35,9 @@ def wandb_run_id(run_dir: Path, ckpt_path: Path | None = None) -> str | None:
         return path.read_text().strip()
     run_id = None
     if ckpt_path is not None and Path(ckpt_path).is_file():
-        import torch
+        from bigtrain.safe_load import load
 
-        run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
+        run_id = load(ckpt_path, mmap=True).get(CHECKPOINT_KEY)
     if run_id is None:
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's form
     path.parent.mkdir(parents=True, exist_ok=True)
