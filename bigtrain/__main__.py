@@ -57,7 +57,20 @@ def precheck(args: list[str]) -> None:
         sys.exit(2)
 
 
+def check_targets(args: list[str]) -> None:
+    """Before Hydra configures logging or builds a callback: every name the config would make it call is allowed."""
+    from bigtrain.config.targets import check_command_line, guard_hydra_composition
+
+    try:
+        check_command_line(args, CONF_DIR)
+    except BigtrainError as e:
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    guard_hydra_composition()
+
+
 if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_group_choices(sys.argv[1:])
+    check_targets(sys.argv[1:])
     precheck(sys.argv[1:])
     main()
