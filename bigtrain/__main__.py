@@ -67,6 +67,9 @@ def check_targets(args: list[str]) -> None:
         print(f"bigtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
     guard_hydra_composition()
+    from bigtrain.config.secrets import redact_log_records
+
+    redact_log_records()  # Hydra logs each sweep point's overrides; keep secrets out of the console and wandb
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from bigtrain.errors import ConfigError
 ALLOWED_TARGETS = frozenset(
     {
         "bigtrain.sweep.callback.SweepReport",
+        "bigtrain.config.redact_hydra_files.RedactHydraFiles",
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
         "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
