@@ -38,6 +38,10 @@ class UnsafeCheckpointError(BigtrainError):
     """A checkpoint that would run code (or build objects other than tensors and plain data) when unpickled."""
 
 
+class UnreadableCheckpointError(BigtrainError):
+    """A file of a sharded checkpoint that is damaged (truncated, not a torch file): not a threat, just unusable."""
+
+
 def register_safe_globals(objs: list[Any]) -> None:
     """Allow these classes/functions in checkpoints (data-only types of libraries whose checkpoints we read)."""
     for obj in objs:
@@ -104,6 +108,10 @@ def load(path: str | Path | io.BytesIO, *, map_location: Any = "cpu", mmap: bool
             return _real_torch_load(path, **kwargs)
     except pickle.UnpicklingError as e:
         raise _unsafe(source or path, e) from None
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+            return load(path, map_location=map_location, source=source)
+        raise
 
 
 def load_metadata_pickle(stream, source: Any) -> Any:
@@ -115,7 +123,7 @@ def load_metadata_pickle(stream, source: Any) -> Any:
     except pickle.UnpicklingError as e:
         raise _unsafe(source, e) from None
     except Exception as e:  # a damaged file: not a pickle at all
-        raise BigtrainError(f"checkpoint {source} cannot be read ({type(e).__name__}: {e})") from None
+        raise UnreadableCheckpointError(f"checkpoint {source} cannot be read ({type(e).__name__}: {e})") from None
 
 
 class _AllowListUnpickler(pickle.Unpickler):
@@ -148,12 +156,18 @@ def verify_folder(folder: Path) -> None:
     for f in sorted(folder.rglob("*")):
         if not f.is_file():
             continue
-        if f.suffix in (".pt", ".ckpt", ".pth", ".bin"):
-            load(f, mmap=True)
-        elif f.name.endswith(".metadata"):
-            with open(f, "rb") as stream:
-                meta = load_metadata_pickle(stream, f)
-            _verify_dcp_bytes(f.parent, meta)
+        try:
+            if f.suffix in (".pt", ".ckpt", ".pth", ".bin"):
+                load(f, mmap=True)
+            elif f.name.endswith(".metadata"):
+                with open(f, "rb") as stream:
+                    meta = load_metadata_pickle(stream, f)
+                _verify_dcp_bytes(f.parent, meta)
+        except UnsafeCheckpointError:
+            raise
+        except Exception as e:
+            first = (str(e).splitlines() or [""])[0][:160]
+            raise UnreadableCheckpointError(f"checkpoint {f} cannot be read ({type(e).__name__}: {first})") from None
 
 
 def _verify_dcp_bytes(folder: Path, meta: Any) -> None:

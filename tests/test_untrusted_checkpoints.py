@@ -261,3 +261,25 @@ def test_cli_one_error_line(route, tmp_path, parts):
     _assert_refused(lines[0], path, marker)
     assert not run_dir.exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_damaged_shard_is_skipped_not_refused(tmp_path, parts):
+    """A truncated part of the newest sharded checkpoint is damage (resume=auto falls back to the previous one);
+    only a payload is a refusal."""
+    from bigtrain.training.checkpointing import find_resume_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    older = _pipeline_folder(folder / "step-0000002.ckpt", parts, None)
+    newer = _pipeline_folder(folder / "step-0000004.ckpt", parts, None)
+    shard = newer / "rank-1.ckpt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    seen = []
+    assert find_resume_checkpoint("auto", tmp_path / "run", log=seen.append) == older
+    assert "rank-1.ckpt cannot be read" in seen[0] and "trying the previous one" in seen[0]
+
+
+def test_legacy_format_file_loads(tmp_path, parts):
+    """torch's pre-zip format cannot be memory-mapped: the loader reads it whole instead (still weights-only)."""
+    path = tmp_path / "legacy.pt"
+    torch.save(parts[0], path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load(path, mmap=True)["lm_head.weight"], parts[0]["lm_head.weight"])

@@ -96,10 +96,11 @@ def check_config(cfg) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def check_command_line(args: list[str], conf_dir) -> None:
+def check_command_line(args: list[str], conf_dir) -> bool:
     """Compose what `python -m bigtrain ARGS` would run, as Hydra is about to (same parser, search path, config
     name and run mode; sweep values expanded), and refuse disallowed names before Hydra configures logging or
-    builds a callback. A composition error is left for Hydra (and bigtrain's precheck) to report."""
+    builds a callback. A composition error is left for Hydra (and bigtrain's precheck) to report. True when the
+    config composed (so a precheck of the same composition has nothing left to find)."""
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
 
     parsed, _ = get_args_parser().parse_known_args(args)
@@ -109,7 +110,7 @@ def check_command_line(args: list[str], conf_dir) -> None:
             f"code); rerun with the overrides of that run's .hydra/overrides.yaml instead"
         )
     if parsed.shell_completion or parsed.help or parsed.hydra_help:
-        return
+        return False
     _check_sweep_values(parsed.overrides)
     from hydra._internal.hydra import Hydra
     from hydra.core.global_hydra import GlobalHydra
@@ -135,8 +136,9 @@ def check_command_line(args: list[str], conf_dir) -> None:
                 validate_sweep_overrides=False,
             )
         except Exception:
-            return  # a typo or bad group: Hydra and the precheck report it in their own words
+            return False  # a typo or bad group: Hydra and the precheck report it in their own words
         check_config(cfg)
+        return True
     finally:
         GlobalHydra.instance().clear()
 

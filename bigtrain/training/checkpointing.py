@@ -123,7 +123,10 @@ def check_loadable(path: Path) -> str | None:
         if not (path / COMPLETE_MARKER).is_file():
             return f"an incomplete sharded checkpoint (no {COMPLETE_MARKER} file: its save was cut short)"
         _allow_deepspeed_globals(path)
-        safe_load.verify_folder(path)  # here, on one process, before any rank's strategy reads a part of it
+        try:
+            safe_load.verify_folder(path)  # here, on one process, before any rank's strategy reads a part of it
+        except safe_load.UnreadableCheckpointError as e:
+            return f"unreadable ({e})"
         return None
     try:
         ckpt = safe_load.load(path)
