@@ -21,6 +21,7 @@ SECRET_NAMES = [
 NOT_SECRET_NAMES = [
     "PWD", "OLDPWD", "PATH", "HOME", "XAUTHORITY", "SSH_AUTH_SOCK", "sample_tokens", "max_new_tokens", "tokenizer",
     "tokens_per_s", "n_tokens", "COMPASS", "bypass", "prepared_dir", "n_head", "passes", "pattern", "author",
+    "flops_per_token", "hardware_flops_per_token", "bits_per_token", "eos_token", "bos_token", "pad_token",
 ]  # fmt: skip
 
 

@@ -23,6 +23,11 @@ SECRET_NAME = re.compile(
     r"passwd|pass|pat|auth|authorization|credentials?|webhook(?:[_-]?url)?|dsn|cookie)$",
     re.IGNORECASE,
 )
+# ...but a token of a language model is not a credential: flops_per_token, eos_token, max_new_token.
+MODEL_TOKEN_NAME = re.compile(
+    r"(?:^|[_-])(?:per|bos|eos|pad|unk|sep|cls|mask|start|end|special|first|last|next|new|max|min|num|n)[_-]token$",
+    re.IGNORECASE,
+)
 CAMEL_SECRET_NAME = re.compile(r"[a-z0-9](?:Token|Secret|Password|ApiKey|Auth|Pat|Webhook)$")
 WEBHOOK_URL = re.compile(  # Hydra writes an override's `:` as `\:`
     r"https?\\?://(?:hooks\.slack\.com/\S+|discord(?:app)?\.com/api/webhooks/\S+|[\w.-]*webhook[\w.-]*/\S+|"
@@ -47,6 +52,8 @@ MIN_SECRET_LEN = 8  # shorter environment values are too likely to occur in ordi
 
 def is_secret_name(name: str) -> bool:
     leaf = re.split(r"[./]", str(name).lstrip("+~"))[-1]
+    if MODEL_TOKEN_NAME.search(leaf):
+        return False
     return bool(SECRET_NAME.search(leaf) or CAMEL_SECRET_NAME.search(leaf))
 
 
