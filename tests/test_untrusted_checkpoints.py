@@ -147,16 +147,25 @@ def test_the_payload_is_real(tmp_path, parts):
     assert marker.exists()
 
 
+@pytest.fixture(scope="module")
+def task_configs():
+    """One composition per task (composing is most of a case's time); each case sets its own ckpt."""
+    return {t: compose(f"task={t}", "ckpt=set-per-test", *(["prompt=x"] if t == "generate" else [])) for t in TASKS}
+
+
 @pytest.mark.parametrize("kind", CKPT_KINDS)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_refuses(task, kind, tmp_path, parts):
+def test_every_task_refuses(task, kind, tmp_path, parts, task_configs):
+    import copy
+
     from bigtrain.tasks import run_task
 
     marker = tmp_path / "ran"
     path = _build(kind, tmp_path, parts, Payload(marker))
-    extra = ["prompt=x"] if task == "generate" else []
+    cfg = copy.deepcopy(task_configs[task])
+    cfg.ckpt = str(path)
     with pytest.raises(UnsafeCheckpointError) as e:
-        run_task(compose(f"task={task}", f"ckpt={path}", *extra), tmp_path / "out")
+        run_task(cfg, tmp_path / "out")
     _assert_refused(str(e.value), path, marker)
     assert not (tmp_path / "out").exists()
 
