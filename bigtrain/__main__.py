@@ -61,7 +61,25 @@ def precheck(args: list[str]) -> None:
         sys.exit(2)
 
 
+def check_targets(args: list[str]) -> bool:
+    """Before Hydra configures logging or builds a callback: every name the config would make it call is allowed.
+    True when the whole config composed (then the precheck's composition would find nothing more)."""
+    from bigtrain.config.targets import check_command_line, guard_hydra_composition
+
+    try:
+        composed = check_command_line(args, CONF_DIR)
+    except BigtrainError as e:
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    guard_hydra_composition()
+    from bigtrain.config.secrets import redact_log_records
+
+    redact_log_records()  # Hydra logs each sweep point's overrides; keep secrets out of the console and wandb
+    return composed
+
+
 if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_group_choices(sys.argv[1:])
-    precheck(sys.argv[1:])
+    if not check_targets(sys.argv[1:]):
+        precheck(sys.argv[1:])
     main()

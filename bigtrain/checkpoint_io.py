@@ -8,6 +8,7 @@ Accepted, in the order they are recognised:
     a run directory          its checkpoints/last.ckpt
 The architecture comes from the checkpoint itself (the run config bigtrain stores in every checkpoint), else from
 the config.yaml of the run directory it sits in. Every failure is one BigtrainError line naming the path.
+Every file is read weights-only (bigtrain.safe_load): a checkpoint that would run code is refused, not loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from bigtrain.errors import BigtrainError, DataError
 from bigtrain.model import GPT, GPTConfig, gpt_config_from
+from bigtrain.safe_load import UnsafeCheckpointError, load, verify_folder
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
 KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 directory"
@@ -54,6 +56,9 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
         ("fsdp", consolidate.is_fsdp_checkpoint, consolidate.fsdp_client_state),
     ):
         if is_kind(p):
+            if kind == "deepspeed":
+                consolidate.allow_deepspeed_globals()  # its loss scaler, stage enum and fragment records
+            verify_folder(p)  # every pickle in it, weights-only, before anything reads one for real
             run_config = client_state(p).get(RUN_CONFIG_KEY) or _run_config_near(p)
             return Checkpoint(p, kind, _gpt_config_of(run_config, p, what), run_config)
     if (p / "checkpoints" / "last.ckpt").exists():
@@ -97,9 +102,9 @@ def load_weights(model: GPT, state: dict, source: Path | str) -> None:
 
 def _locate_file(p: Path, what: str) -> Checkpoint:
     try:
-        # Our own checkpoints hold Lightning's loop state (plain Python objects), hence weights_only=False: load
-        # only checkpoints you trust, as with any pickle. mmap keeps a large file out of memory until read.
-        blob = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
+        blob = load(p, mmap=True)  # weights-only; mmap keeps a large file out of memory until read
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:
         raise BigtrainError(f"{what}={p} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
@@ -141,6 +146,8 @@ def _read_weights(ckpt: Checkpoint) -> dict:
     merge = consolidate.consolidated_state_dict if ckpt.kind == "deepspeed" else consolidate.fsdp_state_dict
     try:
         return merge(ckpt.path)
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # both raise plain ValueError/FileNotFoundError/RuntimeError for a partial folder
         raise BigtrainError(f"cannot merge the {ckpt.kind} checkpoint {ckpt.path}: {type(e).__name__}: {e}") from None
 

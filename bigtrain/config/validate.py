@@ -277,38 +277,12 @@ def _use_problems(cfg) -> list[str]:
     return p
 
 
-# Modules whose classes a config may name in `_target_` (Hydra's instantiate executes whatever it names).
-TARGET_ALLOW = (
-    "bigtrain.",
-    "hydra.",
-    "hydra_plugins.",
-    "pytorch_lightning.",
-    "lightning.",
-    "torch.optim.",
-    "submitit.",
-)
-
-
 def _target_problems(cfg) -> list[str]:
     from omegaconf import OmegaConf
 
-    found: list[str] = []
+    from bigtrain.config.targets import target_problems  # one exact-name allow-list, hydra.callbacks included
 
-    def walk(node, path: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                where = f"{path}.{key}" if path else str(key)
-                if key == "_target_" and not str(value).startswith(TARGET_ALLOW):
-                    found.append(
-                        f"{where}={value} is not allowed; _target_ may only name classes under {', '.join(TARGET_ALLOW)}"
-                    )
-                walk(value, where)
-        elif isinstance(node, list):
-            for i, item in enumerate(node):
-                walk(item, f"{path}[{i}]")
-
-    walk(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
-    return found
+    return target_problems(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False))
 
 
 def local_device_problems(cfg) -> list[str]:

@@ -6,7 +6,10 @@ Two layouts, both as PyTorch Lightning writes them:
 - FSDP (state_dict_type="sharded"): torch.distributed.checkpoint files (.metadata, *.distcp) with the weights
   under "model", and meta.pt holding everything else.
 Lives in bigtrain/parallel because it is the only place that may import deepspeed; `bigtrain.checkpoint_io` calls
-it when generate/eval/export/init_from points at such a directory.
+it when generate/eval/export/init_from points at such a directory. Every file is read weights-only: DeepSpeed's
+zero_to_fp32 and DCP's reader run inside bigtrain.safe_load.weights_only_loads(), which routes their own
+torch.load(weights_only=False) / pickle.load calls through the safe loader (see bigtrain/parallel/safe_globals.py
+for the DeepSpeed types allowed).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
+from bigtrain.parallel.safe_globals import allow_deepspeed_globals
+from bigtrain.safe_load import load, weights_only_loads
 
 FSDP_META = "meta.pt"  # Lightning's _METADATA_FILENAME beside the distcp files
 
@@ -31,12 +35,15 @@ def consolidated_state_dict(folder: Path, tag: str | None = None) -> dict:
     """DeepSpeed's own zero_to_fp32 merge of every rank's shards: {parameter name: fp32 tensor}."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
+    allow_deepspeed_globals()
+    with weights_only_loads():
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
 
 
 def deepspeed_client_state(folder: Path) -> dict:
     for f in sorted(folder.glob("*/*mp_rank_00_model_states.pt")):
-        blob = torch.load(f, map_location="cpu", weights_only=False, mmap=True)  # weights stay on disk
+        allow_deepspeed_globals()
+        blob = load(f, mmap=True)  # weights stay on disk
         if isinstance(blob, dict):
             return blob
     return {}
@@ -44,7 +51,7 @@ def deepspeed_client_state(folder: Path) -> dict:
 
 def fsdp_state_dict(folder: Path) -> dict:
     """The "model" entry of a torch.distributed.checkpoint directory, read whole (no optimizer states)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), weights_only_loads():
         warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process": intended
         try:
             from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
@@ -57,9 +64,9 @@ def fsdp_state_dict(folder: Path) -> dict:
 
             with tempfile.TemporaryDirectory() as tmp:
                 dcp_to_torch_save(str(folder), f"{tmp}/full.pt")
-                return dict(torch.load(f"{tmp}/full.pt", weights_only=False)["model"])
+                return dict(load(f"{tmp}/full.pt")["model"])
 
 
 def fsdp_client_state(folder: Path) -> dict:
     meta = folder / FSDP_META
-    return torch.load(meta, map_location="cpu", weights_only=False) if meta.is_file() else {}
+    return load(meta) if meta.is_file() else {}

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bigtrain.parallel.sharded_checkpoints import after_sharded_save, before_sharded_save
 from bigtrain.parallel.strategy import RunDirDDPStrategy
+from bigtrain.safe_load import load
 
 SCHEDULES = ("gpipe", "1f1b")
 DP, PP = "data_parallel", "pipeline_parallel"
@@ -179,4 +180,4 @@ class PipelineStrategy(RunDirDDPStrategy):
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict:
         path = Path(checkpoint_path) / f"rank-{self.global_rank}.ckpt"
-        return torch.load(path, map_location=self.root_device, weights_only=False)
+        return load(path, map_location=self.root_device)  # weights-only (bigtrain.safe_load)

@@ -40,7 +40,21 @@ def after_sharded_save(strategy, filepath) -> None:
 
 
 class MarksCompleteCheckpoints:
-    """Put first in a sharded strategy's bases: its save_checkpoint then ends with the COMPLETE marker."""
+    """Put first in a sharded strategy's bases: its save_checkpoint then ends with the COMPLETE marker, and its
+    load_checkpoint reads every file weights-only (DeepSpeed's engine and torch DCP load through their own
+    torch.load(weights_only=False) / pickle.load, which bigtrain.safe_load.weights_only_loads reroutes)."""
+
+    def load_checkpoint(self, checkpoint_path, *args, **kwargs):
+        from pytorch_lightning.strategies import DeepSpeedStrategy
+
+        from bigtrain.safe_load import weights_only_loads
+
+        if isinstance(self, DeepSpeedStrategy):
+            from bigtrain.parallel.safe_globals import allow_deepspeed_globals
+
+            allow_deepspeed_globals()
+        with weights_only_loads():
+            return super().load_checkpoint(checkpoint_path, *args, **kwargs)
 
     def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
         before_sharded_save(self, filepath)

@@ -10,6 +10,7 @@ import json
 import textwrap
 from pathlib import Path
 
+from bigtrain.config.secrets import redact_text
 from bigtrain.sweep.points import (
     PLANNED_MEMORY_KEYS,
     PLANNED_THROUGHPUT_KEYS,
@@ -44,7 +45,7 @@ def rows_of(points: list[Point]) -> list[dict]:
         rows.append(
             {
                 "point": point.name,
-                "overrides": " ".join(varied),
+                "overrides": " ".join(redact_text(o) for o in varied),  # each alone: `+x.api_token=...`
                 "status": point.status,
                 "final_train_loss": point.final_train_loss,
                 "final_val_loss": point.final_val_loss,
@@ -53,7 +54,7 @@ def rows_of(points: list[Point]) -> list[dict]:
                 "peak_memory_mib": _mib(point.measured("peak_memory_bytes")),
                 "planned_memory_mib": _mib(point.planned(PLANNED_MEMORY_KEYS)),
                 "wall_s": point.wall_s,
-                "error": point.error,
+                "error": redact_text(point.error) if point.error else None,
             }
         )
     return rows
@@ -99,7 +100,7 @@ def print_table(sweep_dir: Path, rows: list[dict]) -> None:
 
 
 def _label(point: Point, varied: list[str]) -> str:
-    return f"{point.name}: {' '.join(varied) or '(defaults)'}" + (
+    return f"{point.name}: {' '.join(redact_text(o) for o in varied) or '(defaults)'}" + (
         "" if point.status == "completed" else f" [{point.status}]"
     )
 

@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from bigtrain.config.secrets import redact
 from bigtrain.parallel.slurm_jobs import slurm_job_id
 
 STATUS_FILE = "status.json"
@@ -40,7 +41,7 @@ def write_status(run_dir: Path, **fields) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     status = {**(read_status(run_dir) or {}), **fields, "updated": time.time()}
     tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, indent=2, default=str))
+    tmp.write_text(json.dumps(redact(status), indent=2, default=str))  # overrides and errors may hold secrets
     tmp.replace(run_dir / STATUS_FILE)
     return status
 

@@ -17,6 +17,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from bigtrain import safe_load
 from bigtrain.atomic import atomic_write
 from bigtrain.errors import BigtrainError
 from bigtrain.parallel.sharded_checkpoints import COMPLETE_MARKER
@@ -31,7 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         # bigtrain checkpoints hold only tensors and plain containers: load them without unpickling code.
-        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+        return safe_load.load(path, map_location=map_location or "cpu")
 
 
 class KeepLastCheckpoint(ModelCheckpoint):
@@ -83,18 +84,33 @@ def _newest_first(folder: Path) -> list[Path]:
 
 
 def check_loadable(path: Path) -> str | None:
-    """None when `path` is a complete checkpoint, else a one-phrase reason."""
+    """None when `path` is a complete checkpoint, else a one-phrase reason. A checkpoint that holds more than
+    tensors and plain data is not a damaged one to skip but a refused one: UnsafeCheckpointError."""
     if path.is_dir():  # sharded checkpoints are folders that every rank writes its part of
         if not (path / COMPLETE_MARKER).is_file():
             return f"an incomplete sharded checkpoint (no {COMPLETE_MARKER} file: its save was cut short)"
+        _allow_deepspeed_globals(path)
+        try:
+            safe_load.verify_folder(path)  # here, on one process, before any rank's strategy reads a part of it
+        except safe_load.UnreadableCheckpointError as e:
+            return f"unreadable ({e})"
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = safe_load.load(path)
+    except safe_load.UnsafeCheckpointError:
+        raise
     except Exception as e:  # a truncated zip, a bad pickle, an unreadable file: all mean "not this one"
         return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         return "not a bigtrain/Lightning checkpoint (no state_dict or global_step)"
     return None
+
+
+def _allow_deepspeed_globals(folder: Path) -> None:
+    if (folder / "latest").is_file():  # only a DeepSpeed folder needs (and may import) DeepSpeed's types
+        from bigtrain.parallel.safe_globals import allow_deepspeed_globals
+
+        allow_deepspeed_globals()
 
 
 def find_resume_checkpoint(resume: str | None, run_dir: Path, log=print) -> Path | None:

@@ -8,10 +8,12 @@ network; online without an API key is refused by validation before anything runs
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import secrets
 import string
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -19,7 +21,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from bigtrain.config.secrets import redact
+from bigtrain.config.secrets import redact, redact_text
 
 WANDB_ID_FILE = "wandb_run_id"
 CHECKPOINT_KEY = "wandb_run_id"
@@ -35,9 +37,9 @@ def wandb_run_id(run_dir: Path, ckpt_path: Path | None = None) -> str | None:
         return path.read_text().strip()
     run_id = None
     if ckpt_path is not None and Path(ckpt_path).is_file():
-        import torch
+        from bigtrain.safe_load import load
 
-        run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY)
+        run_id = load(ckpt_path, mmap=True).get(CHECKPOINT_KEY)
     if run_id is None:
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # wandb's form
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,23 +89,40 @@ def build_loggers(cfg, run_dir: Path, ckpt_path: Path | None = None) -> list[Log
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
     elif lg.name == "wandb":
+        import wandb
         from pytorch_lightning.loggers import WandbLogger
 
+        if wandb.run is not None:  # the previous point of an in-process sweep: its own run ends with its fit
+            wandb.finish()
         # Never wait long on a network: offline needs none, online gives up after this many seconds.
         os.environ.setdefault("WANDB_INIT_TIMEOUT", "90")
         sweep = sweep_name(run_dir)
-        loggers.append(
-            WandbLogger(
-                project=lg.project,
-                name=lg.run_name or (f"{sweep}/{run_dir.name}" if sweep else run_dir.name),
-                group=lg.group or sweep,
-                tags=list(lg.tags),
-                save_dir=str(run_dir),
-                id=wandb_run_id(run_dir, ckpt_path),
-                resume="allow",
-                offline=lg.mode == "offline",
-                mode=lg.mode,
-                config=redact(OmegaConf.to_container(cfg, resolve=True)),
-            )
+        wandb_logger = WandbLogger(
+            project=lg.project,
+            # Names, group and tags are shown and stored like the config: redacted the same way.
+            name=redact_text(lg.run_name or (f"{sweep}/{run_dir.name}" if sweep else run_dir.name)),
+            group=redact_text(lg.group or sweep) if (lg.group or sweep) else None,
+            tags=[redact_text(str(t)) for t in lg.tags],
+            save_dir=str(run_dir),
+            id=wandb_run_id(run_dir, ckpt_path),
+            resume="allow",
+            offline=lg.mode == "offline",
+            mode=lg.mode,
+            config=redact(OmegaConf.to_container(cfg, resolve=True)),
         )
+        if rank_zero_only.rank == 0:
+            with redacted_argv():  # wandb records sys.argv (and the program) when its run starts: start it here
+                _ = wandb_logger.experiment
+        loggers.append(wandb_logger)
     return loggers
+
+
+@contextlib.contextmanager
+def redacted_argv():
+    """sys.argv with secrets replaced while a library reads it (wandb keeps the command line in its run files)."""
+    saved = list(sys.argv)
+    sys.argv[:] = [redact_text(a) for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
