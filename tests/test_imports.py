@@ -25,14 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "bigtrain": set(),
     "errors": set(),
     "atomic": set(),
+    "safe_load": {"errors"},  # the one weights-only checkpoint loader
     "model": set(),
     "data": {"errors"},
     "config": {"errors", "data"},  # data: the tokenizer names validation accepts
     "plan": {"errors", "config", "model"},  # model: its torch-free shapes module only (checked below)
-    "parallel": {"errors", "atomic", "config", "model"},
+    "parallel": {"errors", "atomic", "config", "model", "safe_load"},
     "hf_gpt2": {"errors", "data", "model"},
-    "checkpoint_io": {"errors", "data", "model", "parallel", "hf_gpt2"},
-    "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io"},
+    "checkpoint_io": {"errors", "data", "model", "parallel", "hf_gpt2", "safe_load"},
+    "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io", "safe_load"},
     "sweep": {"errors", "config", "plan", "parallel"},
     "tasks": {
         "errors",

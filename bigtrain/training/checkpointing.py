@@ -17,7 +17,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from bigtrain import safe_load
+import bigtrain.safe_load as safe_load
 from bigtrain.atomic import atomic_write
 from bigtrain.errors import BigtrainError
 from bigtrain.parallel.sharded_checkpoints import COMPLETE_MARKER
