@@ -183,6 +183,7 @@ def check_init_from(cfg) -> Checkpoint:
     ckpt = locate(cfg.init_from, "init_from")
     want, have = gpt_config_from(cfg.model), ckpt.gpt_config
     fields = ("n_layer", "n_head", "n_embd", "attn_dim", "block_size", "vocab_size", "bias")
+    fields += ("kv_heads", "ffn_dim", "norm", "mlp", "position", "tie_embeddings")
     differ = [f for f in fields if getattr(want, f) != getattr(have, f)]
     if differ:
         name = (ckpt.run_config.get("model") or {}).get("name")
