@@ -49,7 +49,7 @@ def model_shape_problems(m, tp: int = 1) -> list[str]:
         if not m.rope_theta > 0:
             p.append(f"model.rope_theta={m.rope_theta} must be positive")
     if tp > 1 and n_kv > 0:
-        if n_kv % tp:
+        if n_kv % tp and n_kv != m.n_head:  # (with n_kv_head = n_head the n_head rule of validate.py says it)
             valid = [t for t in _divisors(n_kv) if m.n_head % t == 0 and m.n_embd % t == 0]
             p.append(
                 f"parallelism.tp={tp} does not divide model.n_kv_head={n_kv}: each rank needs whole key/value heads; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bigtrain.config.validate import SHARDED_PARALLELISMS, sizes
+from bigtrain.shapes import model_ffn_hidden_size
 
 GIB = 1024**3
 
@@ -55,6 +56,21 @@ class Setup:
     mfu: float
     headroom: float
     train_tokens: int
+    # the modern decoder's shape (defaults: GPT-2's; bigtrain/model/gpt.py)
+    n_kv_head: int = 0  # key/value heads; 0: n_head
+    ffn_hidden_size: int = 0  # MLP hidden width; 0: 4 x n_embd
+    mlp: str = "gelu"  # gelu (2 matrices) | swiglu (3)
+    norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
+    position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
+    tie_embeddings: bool = True
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def ffn(self) -> int:
+        return self.ffn_hidden_size or 4 * self.n_embd
 
     @property
     def world(self) -> int:
@@ -138,6 +154,12 @@ def setup_from(cfg) -> Setup:
         mfu=float(plan.mfu) if plan is not None else 0.4,
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
+        n_kv_head=int(m.get("n_kv_head") or m.n_head),
+        ffn_hidden_size=model_ffn_hidden_size(m),
+        mlp=str(m.get("mlp", "gelu")),
+        norm=str(m.get("norm", "layernorm")),
+        position=str(m.get("position", "learned")),
+        tie_embeddings=bool(m.get("tie_embeddings", True)),
     )
     assert (setup.world, setup.dp) == (s.world, s.dp), "Setup must derive sizes exactly as validate.sizes does"
     return setup
