@@ -2,7 +2,7 @@
 
 Accepted, in the order they are recognised:
     a file                   a Lightning checkpoint (.ckpt; `last.ckpt` may be a symlink) or a bare state dict
-    a Hugging Face directory config.json + model.safetensors of a GPT-2 (see bigtrain.hf_gpt2)
+    a Hugging Face directory config.json + model.safetensors of a GPT-2 or Llama (see bigtrain.hf)
     a DeepSpeed directory    a sharded ZeRO checkpoint, merged on the fly (bigtrain.parallel.consolidate)
     an FSDP directory        a sharded torch.distributed.checkpoint, merged on the fly (same module)
     a run directory          its checkpoints/last.ckpt
@@ -21,7 +21,7 @@ from bigtrain.errors import BigtrainError, DataError
 from bigtrain.model import GPT, GPTConfig, gpt_config_from
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
-KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 directory"
+KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory"
 
 
 @dataclass
@@ -44,7 +44,7 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
         raise BigtrainError(f"{what}={path} does not exist; pass {what}=<{KINDS}>")
     if p.is_file():
         return _locate_file(p, what)
-    from bigtrain.hf_gpt2 import is_hf_dir, read_hf_config
+    from bigtrain.hf import is_hf_dir, read_hf_config
     from bigtrain.parallel import consolidate
 
     if is_hf_dir(p):
@@ -133,7 +133,7 @@ def _run_config_near(p: Path) -> dict:
 
 def _read_weights(ckpt: Checkpoint) -> dict:
     if ckpt.kind == "hf":
-        from bigtrain.hf_gpt2 import read_hf_weights
+        from bigtrain.hf import read_hf_weights
 
         return read_hf_weights(ckpt.path, ckpt.gpt_config)
     from bigtrain.parallel import consolidate
@@ -163,7 +163,7 @@ def tokenizer_of(ckpt: Checkpoint, prepared_dir: str | None = None):
     """The tokenizer the checkpoint's model was trained with: from a Hugging Face directory's tokenizer files, or
     from the prepared dataset its run used (prepared_dir overrides where that folder has moved)."""
     if ckpt.kind == "hf":
-        from bigtrain.hf_gpt2 import read_hf_tokenizer
+        from bigtrain.hf import read_hf_tokenizer
 
         return read_hf_tokenizer(ckpt.path)
     from bigtrain.data import load_tokenizer, read_meta
