@@ -249,7 +249,7 @@ class BigtrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # A checkpoint to use (task=generate/eval/export): a Lightning .ckpt file, a run directory, a sharded
-    # DeepSpeed checkpoint directory, or a Hugging Face GPT-2 directory.
+    # DeepSpeed checkpoint directory, or a Hugging Face GPT-2 or Llama directory.
     ckpt: str | None = None
     # Start training from this checkpoint's weights (same kinds as ckpt), with a fresh optimizer and schedule.
     init_from: str | None = None
