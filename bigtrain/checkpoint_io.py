@@ -21,7 +21,9 @@ from bigtrain.errors import BigtrainError, DataError
 from bigtrain.model import GPT, GPTConfig, gpt_config_from
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
-KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory"
+KINDS = (
+    "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory"
+)
 
 
 @dataclass
