@@ -2,7 +2,7 @@
 
 Accepted, in the order they are recognised:
     a file                   a Lightning checkpoint (.ckpt; `last.ckpt` may be a symlink) or a bare state dict
-    a Hugging Face directory config.json + model.safetensors of a GPT-2 (see bigtrain.hf_gpt2)
+    a Hugging Face directory config.json + model.safetensors of a GPT-2 or Llama (see bigtrain.hf)
     a DeepSpeed directory    a sharded ZeRO checkpoint, merged on the fly (bigtrain.parallel.consolidate)
     an FSDP directory        a sharded torch.distributed.checkpoint, merged on the fly (same module)
     a run directory          its checkpoints/last.ckpt
@@ -23,7 +23,9 @@ from bigtrain.model import GPT, GPTConfig, gpt_config_from
 from bigtrain.safe_load import UnsafeCheckpointError, load, verify_folder
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
-KINDS = "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 directory"
+KINDS = (
+    "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory"
+)
 
 
 @dataclass
@@ -46,7 +48,7 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
         raise BigtrainError(f"{what}={path} does not exist; pass {what}=<{KINDS}>")
     if p.is_file():
         return _locate_file(p, what)
-    from bigtrain.hf_gpt2 import is_hf_dir, read_hf_config
+    from bigtrain.hf import is_hf_dir, read_hf_config
     from bigtrain.parallel import consolidate
 
     if is_hf_dir(p):
@@ -138,7 +140,7 @@ def _run_config_near(p: Path) -> dict:
 
 def _read_weights(ckpt: Checkpoint) -> dict:
     if ckpt.kind == "hf":
-        from bigtrain.hf_gpt2 import read_hf_weights
+        from bigtrain.hf import read_hf_weights
 
         return read_hf_weights(ckpt.path, ckpt.gpt_config)
     from bigtrain.parallel import consolidate
@@ -170,7 +172,7 @@ def tokenizer_of(ckpt: Checkpoint, prepared_dir: str | None = None):
     """The tokenizer the checkpoint's model was trained with: from a Hugging Face directory's tokenizer files, or
     from the prepared dataset its run used (prepared_dir overrides where that folder has moved)."""
     if ckpt.kind == "hf":
-        from bigtrain.hf_gpt2 import read_hf_tokenizer
+        from bigtrain.hf import read_hf_tokenizer
 
         return read_hf_tokenizer(ckpt.path)
     from bigtrain.data import load_tokenizer, read_meta
@@ -190,6 +192,7 @@ def check_init_from(cfg) -> Checkpoint:
     ckpt = locate(cfg.init_from, "init_from")
     want, have = gpt_config_from(cfg.model), ckpt.gpt_config
     fields = ("n_layer", "n_head", "n_embd", "attn_dim", "block_size", "vocab_size", "bias")
+    fields += ("kv_heads", "ffn_dim", "norm", "mlp", "position", "tie_embeddings")
     differ = [f for f in fields if getattr(want, f) != getattr(have, f)]
     if differ:
         name = (ckpt.run_config.get("model") or {}).get("name")

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from bigtrain.errors import BigtrainError
-from bigtrain.hf_gpt2 import byte_tokenizer_json, read_hf_config, read_hf_weights, write_hf_dir
+from bigtrain.hf.gpt2 import byte_tokenizer_json, read_hf_config, read_hf_weights, write_hf_dir
 from bigtrain.model.gpt import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")  # a dev dependency (pyproject [dev])
@@ -112,7 +112,7 @@ def test_gpt2_tokenizer_files_export_and_read_back(tmp_path):
     """tokenizer=gpt2 exports GPT-2's encoder.json/vocab.bpe as vocab.json/merges.txt. Here a small byte-level
     BPE trained on the spot stands in for GPT-2's files (same formats; the real ones need a download)."""
     from bigtrain.data.tokenizer import HFTokenizer
-    from bigtrain.hf_gpt2 import read_hf_tokenizer, write_tokenizer
+    from bigtrain.hf.gpt2 import read_hf_tokenizer, write_tokenizer
 
     text = "def main(argv):\n    return sorted(set(argv), key=len)\n" * 50
     bpe = HFTokenizer.train([text], vocab_size=300)

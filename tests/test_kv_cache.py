@@ -11,6 +11,24 @@ from bigtrain.model.gpt import GPT, GPTConfig, KVCache, sample_next
 CONFIGS = {
     "nano": GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=256),
     "nobias-headdim": GPTConfig(n_layer=3, n_head=4, n_embd=48, head_dim=8, block_size=24, vocab_size=97, bias=False),
+    # Llama-shaped: rotary positions (the cache holds rotated keys; new tokens rotate at their true position),
+    # grouped-query (2 key/value heads for 4) and multi-query attention, RMSNorm, SwiGLU, untied head.
+    **{
+        name: GPTConfig(
+            n_layer=2,
+            n_head=4,
+            n_kv_head=kv,
+            n_embd=32,
+            block_size=24,
+            vocab_size=97,
+            bias=False,
+            norm="rmsnorm",
+            mlp="swiglu",
+            position="rope",
+            tie_embeddings=False,
+        )
+        for name, kv in (("llama-gqa", 2), ("llama-mqa", 1))
+    },
 }
 
 

@@ -28,6 +28,20 @@ class ModelConfig:
     vocab_size: int = 256
     dropout: float = 0.0
     bias: bool = True
+    # The modern decoder (Llama 2/3; bigtrain/model/gpt.py). The defaults are GPT-2's.
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # gelu | swiglu
+    # MLP hidden width; None: 4 x n_embd (gelu) or Llama's rule (swiglu): int(8/3 n_embd) x ffn_dim_multiplier,
+    # rounded up to a multiple of ffn_multiple_of (bigtrain/model/shapes.py).
+    ffn_hidden_size: int | None = None
+    ffn_multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    position: str = "learned"  # learned (a position table) | rope (rotary, in attention)
+    rope_theta: float = 10000.0
+    # Key/value heads: None = n_head (multi-head), 1 (multi-query), a divisor of n_head between (grouped-query).
+    n_kv_head: int | None = None
+    tie_embeddings: bool = True  # the output head reuses the token table
     # Recompute each block's activations in the backward pass (trades ~33% more compute for memory).
     activation_checkpointing: bool = False
     # The parameter count the source publishes, and where it comes from: tests hold the model to it.
@@ -235,7 +249,7 @@ class BigtrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # A checkpoint to use (task=generate/eval/export): a Lightning .ckpt file, a run directory, a sharded
-    # DeepSpeed checkpoint directory, or a Hugging Face GPT-2 directory.
+    # DeepSpeed checkpoint directory, or a Hugging Face GPT-2 or Llama directory.
     ckpt: str | None = None
     # Start training from this checkpoint's weights (same kinds as ckpt), with a fresh optimizer and schedule.
     init_from: str | None = None

@@ -12,6 +12,7 @@ import tempfile
 
 # The Layout owns the strategy names (re-exported here, where the other valid values live).
 from bigtrain.config.layout import PARALLELISMS, PIPELINE_SCHEDULES, SHARDED_PARALLELISMS, Layout, layout_of
+from bigtrain.config.model_shape import model_shape_problems
 from bigtrain.data.tokenizer import TOKENIZERS
 from bigtrain.errors import ConfigError
 
@@ -152,6 +153,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
         p.append(f"model.head_dim={m.head_dim} must be positive or null")
     if not 0.0 <= m.dropout < 1.0:
         p.append(f"model.dropout={m.dropout} must be in [0, 1)")
+    p += model_shape_problems(m, par.tp)
 
     if par.name not in PARALLELISMS:
         p.append(f"parallelism={par.name} is unknown; valid: {', '.join(PARALLELISMS)}")

@@ -8,7 +8,8 @@ the schedule does forward and backward itself, so the LightningModule uses manua
 (`bigtrain.training.pipeline_module.PipelineGPTModule`): Lightning's automatic loop owns backward and clipping,
 which a pipeline schedule cannot hand back to it.
 
-Weight tying: the first stage holds the token table, the last stage a copy as the output head. After backward
+Weight tying: the first stage holds the token table, the last stage a copy as the output head (an untied model's
+head is simply the last stage's own). After backward
 the two gradients are summed across the pair (each then holds the tied gradient); identical AdamW updates keep
 the copies equal, so training matches the tied unpipelined model. The norm used for clipping counts the pair once.
 """
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from bigtrain.model.gpt import embed
 from bigtrain.parallel.sharded_checkpoints import after_sharded_save, before_sharded_save
 from bigtrain.parallel.strategy import RunDirDDPStrategy
 from bigtrain.safe_load import load
@@ -47,17 +49,18 @@ class GPTStage(nn.Module):
         self.config = gpt.config
         self.model_n_params = gpt.num_params()  # the whole model's, for reports (a stage alone cannot count it)
         self.first, self.last = stage == 0, stage == pp - 1
+        self.tied = gpt.config.tie_embeddings and pp > 1  # the head is a copy of the first stage's token table
         t = gpt.transformer
         kept = {str(i): t.h[i] for i in stage_layers(len(t.h), pp, stage)}
         parts: dict[str, nn.Module] = {"h": nn.ModuleDict(kept)}
         if self.first:
-            parts.update(wte=t.wte, wpe=t.wpe, drop=t.drop)
+            parts.update({name: t[name] for name in ("wte", "wpe", "drop") if name in t})  # no wpe with rotary
         if self.last:
             parts["ln_f"] = t.ln_f
         self.transformer = nn.ModuleDict(parts)
         if self.last:
             self.lm_head = gpt.lm_head
-            if not self.first:  # untie: the head gets its own copy of the (identical) token table
+            if self.tied:  # untie: the head gets its own copy of the (identical) token table
                 self.lm_head.weight = nn.Parameter(gpt.lm_head.weight.detach().clone())
 
     def num_params(self) -> int:
@@ -68,8 +71,7 @@ class GPTStage(nn.Module):
         """First stage: (B, T) token ids -> (B, T, C); middle: (B, T, C) -> (B, T, C); last: -> (B, T, vocab)."""
         t = self.transformer
         if self.first:
-            pos = torch.arange(x.size(1), dtype=torch.long, device=x.device)
-            x = t.drop(t.wte(x) + t.wpe(pos))
+            x = embed(t, x)
         for block in t.h.values():
             if self.config.activation_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
@@ -146,7 +148,7 @@ class PipelineStrategy(RunDirDDPStrategy):
         """Forward + backward of a whole batch; gradients summed over the tied pair and averaged over dp."""
         loss = self._run(x, y, train=True)
         m = self.stage_module
-        if self.tied_group is not None:
+        if self.tied_group is not None and m.tied:
             tied = m.transformer.wte.weight if m.first else m.lm_head.weight
             dist.all_reduce(tied.grad, group=self.tied_group)
         if dist.get_world_size(self.dp_group) > 1:
@@ -162,7 +164,7 @@ class PipelineStrategy(RunDirDDPStrategy):
     def grad_norm(self) -> torch.Tensor:
         """Global L2 norm of all gradients across stages, the tied table counted once."""
         m = self.stage_module
-        skip = m.lm_head.weight if (m.last and not m.first) else None
+        skip = m.lm_head.weight if (m.last and m.tied) else None
         sq = [p.grad.float().pow(2).sum() for p in m.parameters() if p.grad is not None and p is not skip]
         total = torch.stack(sq).sum() if sq else torch.zeros((), device=self.root_device)
         dist.all_reduce(total, group=self.pp_group)

@@ -1,13 +1,14 @@
 """Tensor parallelism (Megatron-LM's column/row split, through DTensor) and FSDP2 over the data axis: `parallelize_gpt`.
 
-Per block, the attention's q, k and v projections and the MLP's first layer are split by output columns
-(ColwiseParallel: each rank computes whole heads / a slice of the 4*C hidden units), the two output projections by
-input rows (RowwiseParallel: partial sums, all-reduced). One all-reduce per sub-layer in each direction; everything
-between (SDPA, GELU) runs on local shards. `CausalSelfAttention` counts its heads from the tensor, so a rank with
-n_head / tp heads needs no change to the model.
+Per block, the attention's q, k and v projections and the MLP's input layers (GELU's c_fc, SwiGLU's gate and up)
+are split by output columns (ColwiseParallel: each rank computes whole heads / a slice of the hidden units), the two
+output projections (c_proj, SwiGLU's down) by input rows (RowwiseParallel: partial sums, all-reduced). One
+all-reduce per sub-layer in each direction; everything between (rotary, SDPA, GELU, SiLU * up) runs on local
+shards. `CausalSelfAttention` counts its heads from the tensor, so a rank with n_head / tp query heads and
+n_kv_head / tp key/value heads (grouped-query: the narrower k and v split the same way) needs no change to the model.
 
-The token table and the output head share one row-sharded (vocab-parallel) matrix, tied as in the unsharded GPT.
-The position table and LayerNorms stay whole on every tensor-parallel rank, as Replicate DTensors on the same mesh:
+The token table and the output head share one row-sharded (vocab-parallel) matrix, tied as in the unsharded GPT
+(untied, the head is its own column-sharded matrix). The position table and norms stay whole on every tensor-parallel rank, as Replicate DTensors on the same mesh:
 every parameter is then a DTensor on one mesh, which torch's gradient-norm clipping and FSDP2 (`fully_shard` over
 the data axis, stacking a second shard dimension on top: 2-D) need. Their gradients come out identical on every TP
 rank: the backward of each column-parallel layer all-reduces the gradient of its (replicated) input.
@@ -33,20 +34,22 @@ DP, TP = "data_parallel", "tensor_parallel"  # Lightning's ModelParallelStrategy
 class SplitQKV(nn.Module):
     """The fused c_attn (q, k, v for all heads) as three Linear layers with the same rows.
 
-    Column-sharding the fused (3 * attn_dim, C) matrix would hand rank 0 all of q and half of k; sharding q, k and v
-    separately gives every rank whole heads of each. The forward concatenates the local outputs in (q, k, v) order,
-    which is what `CausalSelfAttention` splits. Checkpoint keys become `c_attn.{q,k,v}.weight` under TP."""
+    Column-sharding the fused (attn_dim + 2 * kv_dim, C) matrix would hand rank 0 all of q and part of k; sharding
+    q, k and v separately gives every rank whole heads of each. The forward concatenates the local outputs in
+    (q, k, v) order, which is what `CausalSelfAttention` splits. Checkpoint keys become `c_attn.{q,k,v}.weight`
+    under TP. widths: (attn_dim, kv_dim, kv_dim); k and v are narrower than q under grouped-query attention."""
 
-    def __init__(self, fused: nn.Linear):
+    def __init__(self, fused: nn.Linear, widths: tuple[int, int, int]):
         super().__init__()
-        width = fused.out_features // 3
-        parts = []
-        for i in range(3):
+        assert sum(widths) == fused.out_features, (widths, fused.out_features)
+        parts, start = [], 0
+        for width in widths:
             part = nn.Linear(fused.in_features, width, bias=fused.bias is not None, device="meta")
-            part.weight = nn.Parameter(fused.weight.detach()[i * width : (i + 1) * width].clone())
+            part.weight = nn.Parameter(fused.weight.detach()[start : start + width].clone())
             if fused.bias is not None:
-                part.bias = nn.Parameter(fused.bias.detach()[i * width : (i + 1) * width].clone())
+                part.bias = nn.Parameter(fused.bias.detach()[start : start + width].clone())
             parts.append(part)
+            start += width
         self.q, self.k, self.v = parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,8 +76,14 @@ def replicate(module: nn.Module, mesh: DeviceMesh) -> None:
 
 def tensor_parallelize(model: nn.Module, tp_mesh: DeviceMesh) -> nn.Module:
     """Shard a bigtrain GPT's blocks over tp_mesh in place (see the module docstring); returns the model."""
+    c = model.config
+    mlp_plan = (
+        {"mlp.gate_proj": ColwiseParallel(), "mlp.up_proj": ColwiseParallel(), "mlp.down_proj": RowwiseParallel()}
+        if c.mlp == "swiglu"
+        else {"mlp.c_fc": ColwiseParallel(), "mlp.c_proj": RowwiseParallel()}
+    )
     for block in model.transformer.h:
-        block.attn.c_attn = SplitQKV(block.attn.c_attn)
+        block.attn.c_attn = SplitQKV(block.attn.c_attn, (c.attn_dim, c.kv_dim, c.kv_dim))
         parallelize_module(
             block,
             tp_mesh,
@@ -83,21 +92,23 @@ def tensor_parallelize(model: nn.Module, tp_mesh: DeviceMesh) -> nn.Module:
                 "attn.c_attn.k": ColwiseParallel(),
                 "attn.c_attn.v": ColwiseParallel(),
                 "attn.c_proj": RowwiseParallel(),
-                "mlp.c_fc": ColwiseParallel(),
-                "mlp.c_proj": RowwiseParallel(),
+                **mlp_plan,
             },
         )
         replicate(block.ln_1, tp_mesh)
         replicate(block.ln_2, tp_mesh)
     t = model.transformer
-    # Vocabulary-parallel token table and output head (Megatron-LM): both shard the tied (vocab, C) matrix by rows,
-    # so one DTensor serves both ends. The lookup is masked per rank and all-reduced; the logits are all-gathered.
+    # Vocabulary-parallel token table and output head (Megatron-LM): both shard the (vocab, C) matrix by rows; tied,
+    # one DTensor serves both ends. The lookup is masked per rank and all-reduced; the logits are all-gathered.
     parallelize_module(t.wte, tp_mesh, RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()))
-    model.lm_head.weight = t.wte.weight
+    if c.tie_embeddings:
+        model.lm_head.weight = t.wte.weight
     parallelize_module(model.lm_head, tp_mesh, ColwiseParallel(output_layouts=Replicate()))
-    model.lm_head.weight = t.wte.weight  # parallelize_module wrapped it in a new Parameter: tie them again
-    for module in (t.wpe, t.ln_f):
-        replicate(module, tp_mesh)
+    if c.tie_embeddings:
+        model.lm_head.weight = t.wte.weight  # parallelize_module wrapped it in a new Parameter: tie them again
+    for name in ("wpe", "ln_f"):
+        if name in t:  # rotary positions have no table
+            replicate(t[name], tp_mesh)
     return model
 
 

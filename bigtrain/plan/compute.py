@@ -2,6 +2,9 @@
 
 Model FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B): 6N for the weight matrix multiplies of the
 forward and backward passes plus 12 * L * H * Q * T for attention (L layers, H heads, Q head size, T sequence).
+N counts the matrices as they are: SwiGLU's three, grouped-query attention's narrower k and v (n_kv_head heads);
+an untied input token table is a lookup and is left out (`params.matmul_params`). The attention term counts query
+heads: each of the H heads scores T keys and mixes T values whether or not it shares them with its group.
 Hardware FLOPs add the recomputed forward pass: all of it with full recomputation (8N, as in Narayanan et al.
 2021's 96 B s l h^2 per iteration), the attention scores with selective recomputation (Korthikanti et al. 2022).
 Time: the devices execute the hardware FLOPs at `plan.mfu` of the datasheet peak (so `plan.mfu` is the MFU reached
@@ -13,6 +16,7 @@ hardware's bandwidths and assumed to overlap with compute: a step takes the long
 
 from __future__ import annotations
 
+from bigtrain.plan.params import matmul_params
 from bigtrain.plan.setup import Setup
 
 FORMULAS = {
@@ -33,12 +37,13 @@ def attention_flops_per_token(s: Setup) -> float:
 
 def flops_per_token(s: Setup, n: int) -> float:
     """Model FLOPs per trained token (PaLM appendix B)."""
-    return 6 * n + attention_flops_per_token(s)
+    return 6 * matmul_params(s, n) + attention_flops_per_token(s)
 
 
 def hardware_flops_per_token(s: Setup, n: int) -> float:
     """FLOPs the devices execute per token, recomputation included."""
     attn = attention_flops_per_token(s)
+    n = matmul_params(s, n)
     if s.recompute == "full":
         return 8 * n + attn * 4 / 3
     if s.recompute == "selective":
@@ -113,7 +118,7 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     achieved = tokens_per_s / (s.world * s.peak_flops) if s.peak_flops > 0 else 0.0  # tokens per peak FLOP
     return {
         "flops_per_token": model_flops,
-        "flops_per_token_6n": 6.0 * n,
+        "flops_per_token_6n": 6.0 * matmul_params(s, n),
         "attention_flops_per_token": attention_flops_per_token(s),
         "hardware_flops_per_token": hw_flops,
         "tokens_per_step": tokens_per_step,

@@ -11,7 +11,8 @@ published formulas, which tests/test_plan_published.py holds to the paper's work
 
 Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
 section 4 and Table 2): s*b*h*(34 + 5*a*s/h) bytes per layer for 16-bit activations, with its tensor-parallel,
-sequence-parallel, selective-recompute and full-recompute variants. With the 1F1B pipeline schedule the first
+sequence-parallel, selective-recompute and full-recompute variants; `layer_activation_terms` re-derives the 34 for
+grouped-query attention and SwiGLU (its docstring has the derivation). With the 1F1B pipeline schedule the first
 stage keeps pp micro-batches of its n_layer/pp layers in flight, i.e. n_layer layers' worth whatever pp is.
 
 Offload follows DeepSpeed (ZeRO-Offload, Ren et al. 2021; ZeRO-Infinity, Rajbhandari et al. 2021): offloading the
@@ -29,7 +30,9 @@ FORMULAS = {
     "params": "ZeRO: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
     "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed: 16-bit partition /dp at zero 1-3",
     "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
-    "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer",
+    "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer; "
+    "34 re-derived for GQA k/v and SwiGLU",
+    "kv_cache": "generation: 2 x L x n_kv_head x head_dim x block_size x 2 bytes per sequence (/tp)",
     "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
     "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
@@ -110,22 +113,70 @@ def deepspeed_states(s: Setup, n: int) -> dict[str, float]:
     return {"params": params, "grads": grads, "optimizer": optimizer}
 
 
+# Terms of `layer_activation_terms` that tensor parallelism leaves whole on every rank (the inputs of the column-
+# parallel layers, the norms' inputs, the dropout masks after the row-parallel ones); sequence parallelism shards them.
+REPLICATED_TERMS = ("norm_inputs", "attn_input", "mlp_input", "dropout_masks")
+
+
+def layer_activation_terms(s: Setup) -> dict[str, float]:
+    """Bytes one layer keeps for its backward pass at 16-bit activations (no parallelism, no recomputation), by term.
+
+    Korthikanti et al. 2022, section 4.1, count per layer 11sbh + 5as^2b for attention, 19sbh for the MLP and 4sbh
+    for the two LayerNorms: 34sbh + 5as^2b. Each term is a tensor some backward needs, 2 bytes per element (1 for
+    dropout masks). Re-derived with the query width d_q = n_head x head_dim, the key/value width d_kv = n_kv_head x
+    head_dim and the MLP width f:
+      norm_inputs    2 x 2sbh    each norm's input (LayerNorm and RMSNorm alike: the statistics are recomputed)
+      attn_input     2sbh        input of the q/k/v projection
+      q              2sb d_q     queries for QK^T (after the rotary rotation, which needs only its constants)
+      kv             4sb d_kv    keys for QK^T and values for (scores x V): grouped-query attention keeps n_kv_head
+                                 heads, so this term scales with n_kv_head (a GQA-aware kernel, such as SDPA's
+                                 enable_gqa, never materialises the repeated heads)
+      scores         5as^2b      softmax output (2), its dropout mask (1) and dropout output (2); a = n_head query
+                                 heads, each scoring its own s x s
+      proj_input     2sb d_q     input of the output projection
+      dropout_masks  2 x sbh     after attention and after the MLP
+      mlp_input      2sbh        input of the first MLP matrices (SwiGLU's gate and up read the same tensor)
+      mlp_hidden     GELU: 4sbf  GELU input (its backward) and output (the down projection's input);
+                     SwiGLU: 8sbf  gate output (SiLU's backward), up output and SiLU output (the product's backward)
+                                 and the product (the down projection's input)
+    GPT (d_q = d_kv = h, f = 4h, GELU): 4 + 2 + 2 + 4 + 2 + 2 + 2 + 16 = 34 sbh, of which the REPLICATED_TERMS are
+    Korthikanti's 10sbh and the rest the 24sbh that tensor parallelism divides. SwiGLU at Llama's f = 8h/3 keeps
+    21.3sbh in its hidden terms instead of GELU's 16sbh; GQA with n_kv_head = n_head / 8 keeps 0.5sbh of k and v
+    instead of 4sbh."""
+    sq, b, h = s.block_size, s.micro_batch_size, s.n_embd
+    sb, d_q, d_kv = sq * b, s.n_head * s.head_dim, s.kv_heads * s.head_dim
+    return {
+        "norm_inputs": 4 * sb * h,
+        "attn_input": 2 * sb * h,
+        "q": 2 * sb * d_q,
+        "kv": 4 * sb * d_kv,
+        "scores": 5 * s.n_head * sq * sq * b,
+        "proj_input": 2 * sb * d_q,
+        "dropout_masks": 2 * sb * h,
+        "mlp_input": 2 * sb * h,
+        "mlp_hidden": (8 if s.mlp == "swiglu" else 4) * sb * s.ffn,
+    }
+
+
 def activations(s: Setup) -> float:
     """Korthikanti et al. 2022, per device, scaled from their 2-byte activations to the training precision."""
-    sq, b, h, a, t, L = s.block_size, s.micro_batch_size, s.n_embd, s.n_head, s.tp, s.n_layer
+    sq, b, h, t, L = s.block_size, s.micro_batch_size, s.n_embd, s.tp, s.n_layer
     sbh = sq * b * h
     sp = s.sequence_parallel and t > 1
-    attention = 5 * a * sq / h  # softmax input/output and dropout mask of the a x s x s score matrices
+    terms = layer_activation_terms(s)
+    replicated = sum(terms[k] for k in REPLICATED_TERMS)  # Korthikanti's 10sbh
+    sharded = sum(v for k, v in terms.items() if k not in REPLICATED_TERMS and k != "scores")  # their 24sbh
+    scores = terms["scores"]  # 5as^2b: what selective recomputation drops
     if s.recompute == "full":
         # Only each layer's input is kept (2sbh, /t with sequence parallelism), plus one layer being recomputed.
         kept = L * 2 * sbh / (t if sp else 1)
-        working = sbh / t * (34 + attention) if sp else sbh * (10 + 24 / t + attention / t)
+        working = (replicated + sharded + scores) / t if sp else replicated + (sharded + scores) / t
         per_device = kept + working
     elif s.recompute == "selective":
-        per_layer = sbh / t * 34 if sp else sbh * (10 + 24 / t)
+        per_layer = (replicated + sharded) / t if sp else replicated + sharded / t
         per_device = L * per_layer
     else:
-        per_layer = sbh / t * (34 + attention) if sp else sbh * (10 + 24 / t + attention / t)
+        per_layer = (replicated + sharded + scores) / t if sp else replicated + (sharded + scores) / t
         per_device = L * per_layer
     # Korthikanti eq. 5's extras: embedding dropout mask (first stage holds pp micro-batches) and, on the last stage,
     # the final LayerNorm, output layer and fp32 cross-entropy over the vocabulary: 4sbh/t (1 + v/h).
@@ -133,6 +184,14 @@ def activations(s: Setup) -> float:
     if s.pp == 1:
         per_device += 4 * sbh / t * (1 + s.vocab_size / h)
     return per_device * activation_bytes_per_element(s) / 2
+
+
+def kv_cache_bytes(s: Setup, batch: int = 1, length: int | None = None, bytes_per_element: int = 2) -> float:
+    """Generation's KV cache: keys and values of n_kv_head heads for every layer and cached position,
+    2 x n_layer x n_kv_head x head_dim x length x batch elements (16-bit by default), on one device (tp divides
+    the heads)."""
+    length = s.block_size if length is None else length
+    return 2 * s.n_layer * s.kv_heads * s.head_dim * length * batch * bytes_per_element / s.tp
 
 
 def gather_buffer(s: Setup) -> float:

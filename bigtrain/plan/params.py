@@ -1,7 +1,8 @@
 """Parameter counts of bigtrain's GPT (bigtrain/model/gpt.py), from the shape alone.
 
-`n_params` counts exactly what the torch model holds (tied token/output matrix once, biases and LayerNorm gains
-included), so planned bytes can be checked against real tensors. `megatron_n_params` is the closed form of
+`n_params` counts exactly what the torch model holds (tied token/output matrix once, biases and norm gains
+included) for every shape the model supports (grouped-query k/v, SwiGLU, RMSNorm, rotary positions, untied head),
+so planned bytes can be checked against real tensors. `megatron_n_params` is the closed form of
 Narayanan et al. 2021 ("Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM", eq. 2):
 P = 12 l h^2 (1 + 13/(12 h) + (V + s)/(12 l h)), which is the same count less the final LayerNorm (2h).
 """
@@ -12,21 +13,32 @@ from bigtrain.plan.setup import Setup
 
 
 def layer_params(s: Setup) -> int:
-    """One transformer block: attention (qkv + output projection), 4x MLP, two LayerNorms."""
-    h, a, b = s.n_embd, s.n_head * s.head_dim, int(s.bias)
-    attn = h * 3 * a + 3 * a * b + a * h + h * b
-    mlp = h * 4 * h + 4 * h * b + 4 * h * h + h * b
-    norms = 2 * (h + h * b)
-    return attn + mlp + norms
+    """One transformer block: attention (q for n_head heads, k and v for n_kv_head heads, output projection), the
+    MLP (GELU: 2 matrices of ffn; SwiGLU: 3), two norms (LayerNorm: gain + bias; RMSNorm: gain)."""
+    h, a, kv, f, b = s.n_embd, s.n_head * s.head_dim, s.kv_heads * s.head_dim, s.ffn, int(s.bias)
+    attn = h * (a + 2 * kv) + (a + 2 * kv) * b + a * h + h * b
+    mlp = (3 * h * f + 2 * f * b if s.mlp == "swiglu" else 2 * h * f + f * b) + h * b
+    return attn + mlp + 2 * norm_params(s)
+
+
+def norm_params(s: Setup) -> int:
+    return s.n_embd * (1 + int(s.bias)) if s.norm == "layernorm" else s.n_embd
 
 
 def embedding_params(s: Setup) -> int:
-    """Token table (shared with the output layer) and learned positions."""
-    return (s.vocab_size + s.block_size) * s.n_embd
+    """Token table, the output head when it is not tied to it, and learned positions (rotary ones have none)."""
+    tables = 1 if s.tie_embeddings else 2
+    return (tables * s.vocab_size + (s.block_size if s.position == "learned" else 0)) * s.n_embd
 
 
 def n_params(s: Setup) -> int:
-    return s.n_layer * layer_params(s) + embedding_params(s) + s.n_embd * (1 + int(s.bias))  # + final LayerNorm
+    return s.n_layer * layer_params(s) + embedding_params(s) + norm_params(s)  # + final norm
+
+
+def matmul_params(s: Setup, n: int) -> int:
+    """Parameters that multiply activations (the 6N of FLOPs): all of them but an untied input token table, which
+    is a lookup (tied, the table is also the output layer's matrix and counts once)."""
+    return n - (0 if s.tie_embeddings else s.vocab_size * s.n_embd)
 
 
 def megatron_n_params(s: Setup) -> int:
@@ -37,19 +49,25 @@ def megatron_n_params(s: Setup) -> int:
 
 def largest_module_params(s: Setup) -> int:
     """Parameters of the biggest leaf module, the unit ZeRO-3 gathers at once (DeepSpeed's `largest_layer_params`
-    in estimate_zero3_model_states_mem_needs): the token table or one 4x MLP projection."""
-    h, b = s.n_embd, int(s.bias)
-    return max(s.vocab_size * h, 4 * h * h + 4 * h * b, 3 * h * s.n_head * s.head_dim + 3 * s.n_head * s.head_dim * b)
+    in estimate_zero3_model_states_mem_needs): the token table (or untied head), one MLP projection, or the fused
+    q/k/v projection."""
+    h, b, f = s.n_embd, int(s.bias), s.ffn
+    qkv = s.n_head * s.head_dim + 2 * s.kv_heads * s.head_dim
+    return max(s.vocab_size * h, f * h + f * b, h * qkv + qkv * b)
 
 
 def tensor_sizes(s: Setup) -> list[tuple[int, int]]:
     """(numel, how many) for every parameter tensor of the model, tied ones once."""
-    h, a, b = s.n_embd, s.n_head * s.head_dim, bool(s.bias)
-    per_layer = [(h * 3 * a, 1), (a * h, 1), (h * 4 * h, 1), (4 * h * h, 1), (h, 2)]  # matrices, LayerNorm gains
+    h, a, kv, f, b = s.n_embd, s.n_head * s.head_dim, s.kv_heads * s.head_dim, s.ffn, bool(s.bias)
+    n_in = 2 if s.mlp == "swiglu" else 1  # matrices that widen to f (SwiGLU: gate and up)
+    per_layer = [(h * (a + 2 * kv), 1), (a * h, 1), (h * f, n_in), (f * h, 1), (h, 2)]  # matrices, norm gains
     if b:
-        per_layer += [(3 * a, 1), (h, 1), (4 * h, 1), (h, 1), (h, 2)]  # linear biases, LayerNorm biases
+        per_layer += [(a + 2 * kv, 1), (h, 1), (f, n_in), (h, 1)]  # linear biases
+        per_layer += [(h, 2)] if s.norm == "layernorm" else []  # LayerNorm biases
     sizes = [(numel, count * s.n_layer) for numel, count in per_layer]
-    sizes += [(s.vocab_size * h, 1), (s.block_size * h, 1), (h, 1 + int(b))]  # wte (= lm_head), wpe, ln_f
+    sizes += [(s.vocab_size * h, 1 if s.tie_embeddings else 2)]  # wte (= lm_head when tied)
+    sizes += [(s.block_size * h, 1)] if s.position == "learned" else []  # wpe
+    sizes += [(h, 1 + int(b and s.norm == "layernorm"))]  # final norm
     return sizes
 
 

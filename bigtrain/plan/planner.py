@@ -19,7 +19,8 @@ def plan_setup(s: Setup) -> dict:
     usable = memory.usable_device_bytes(s)
     return {
         "n_params": n,
-        "n_params_megatron": megatron_n_params(s),
+        # Narayanan et al.'s closed form describes GPT's shape only (4h GELU MLP, as many k/v heads as q heads).
+        "n_params_megatron": megatron_n_params(s) if _gpt_shaped(s) else None,
         "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
         "largest_term": max(MEMORY_TERMS, key=per_device.__getitem__),
@@ -31,6 +32,7 @@ def plan_setup(s: Setup) -> dict:
         "nvme_capacity_bytes": int(s.nvme_capacity_bytes),
         "headroom": s.headroom,
         "fits": memory.fits(s, mem),
+        "kv_cache_bytes_per_sequence": int(memory.kv_cache_bytes(s)),
         **compute.timing(s, n),
         "formulas": {**memory.FORMULAS, **compute.FORMULAS},
     }
@@ -39,6 +41,10 @@ def plan_setup(s: Setup) -> dict:
 def layout_entry(s: Setup) -> dict:
     """The plan's `layout` entry: the run's Layout and how activations are kept."""
     return {**s.layout.as_dict(), "recompute": s.recompute, "sequence_parallel": s.sequence_parallel}
+
+
+def _gpt_shaped(s: Setup) -> bool:
+    return s.mlp == "gelu" and s.ffn == 4 * s.n_embd and s.kv_heads == s.n_head and s.tie_embeddings
 
 
 def plan(cfg) -> dict:

@@ -20,7 +20,8 @@ def table(p: dict, title: str) -> str:
     mem, f = p["memory_per_device_bytes"], p["formulas"]
     rows = [
         f"bigtrain plan: {title}",
-        f"  parameters      {count(p['n_params'])} (Megatron-LM formula: {count(p['n_params_megatron'])})",
+        f"  parameters      {count(p['n_params'])}"
+        + (f" (Megatron-LM formula: {count(p['n_params_megatron'])})" if p["n_params_megatron"] else ""),
         f"  layout          {_layout_line(p['layout'])}",
         "",
         f"  {'memory per device':<20}{'':>12}   formula",
@@ -34,6 +35,7 @@ def table(p: dict, title: str) -> str:
         f"  {'host per node':<20}{gb(p['host_memory_bytes']):>12}   of {gb(p['host_memory_capacity_bytes'])}; "
         f"{f['host']}",
         f"  {'NVMe per node':<20}{gb(p['nvme_bytes']):>12}   of {gb(p['nvme_capacity_bytes'])}",
+        f"  {'KV cache':<20}{gb(p['kv_cache_bytes_per_sequence']):>12}   per sequence when generating; {f['kv_cache']}",
         "",
         f"  flops/token     {p['flops_per_token']:.3e} model ({f['flops_per_token']}); "
         f"{p['hardware_flops_per_token']:.3e} hardware (recompute={p['layout']['recompute']})",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from bigtrain.config.layout import Layout, layout_of
-from bigtrain.model.shapes import head_dim_of
+from bigtrain.model.shapes import head_dim_of, model_ffn_hidden_size
 
 GIB = 1024**3
 
@@ -52,6 +52,21 @@ class Setup:
     mfu: float
     headroom: float
     train_tokens: int
+    # the modern decoder's shape (defaults: GPT-2's; bigtrain/model/gpt.py)
+    n_kv_head: int = 0  # key/value heads; 0: n_head
+    ffn_hidden_size: int = 0  # MLP hidden width; 0: 4 x n_embd
+    mlp: str = "gelu"  # gelu (2 matrices) | swiglu (3)
+    norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
+    position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
+    tie_embeddings: bool = True
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def ffn(self) -> int:
+        return self.ffn_hidden_size or 4 * self.n_embd
 
     def vary(self, **changes) -> Setup:
         """A copy with some fields changed, Layout fields (zero=3, nodes=4, ...) included."""
@@ -131,4 +146,10 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         mfu=float(plan.mfu) if plan is not None else 0.4,
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
+        n_kv_head=int(m.get("n_kv_head") or m.n_head),
+        ffn_hidden_size=model_ffn_hidden_size(m),
+        mlp=str(m.get("mlp", "gelu")),
+        norm=str(m.get("norm", "layernorm")),
+        position=str(m.get("position", "learned")),
+        tie_embeddings=bool(m.get("tie_embeddings", True)),
     )

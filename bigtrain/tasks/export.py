@@ -1,9 +1,10 @@
-"""`task=export`: a checkpoint -> a Hugging Face GPT-2 directory that transformers loads offline.
+"""`task=export`: a checkpoint -> a Hugging Face directory that transformers loads offline: GPT2LMHeadModel for a
+GPT-2-shaped model, LlamaForCausalLM for a Llama-shaped one (bigtrain.hf picks the module).
 
     python -m bigtrain task=export ckpt=runs/.../checkpoints/last.ckpt export.out_dir=my-gpt
-    python -c "from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('my-gpt')"
+    python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('my-gpt')"
 
-Writes config.json, model.safetensors and the tokenizer (see bigtrain.hf_gpt2). Any checkpoint kind works,
+Writes config.json, model.safetensors and the tokenizer (see bigtrain.hf). Any checkpoint kind works,
 including a Hugging Face directory (import + export again), so ckpt=<hf dir> round-trips.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bigtrain.checkpoint_io import load_model, locate, tokenizer_of
 from bigtrain.config import validate
-from bigtrain.hf_gpt2 import check_exportable, write_hf_dir
+from bigtrain.hf import check_exportable, write_hf_dir
 
 
 def run(cfg, run_dir: Path) -> dict:
