@@ -31,8 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors", "data", "model"},  # data: the tokenizer names validation accepts; model: shapes only
     "plan": {"errors", "config", "model"},  # model: its torch-free shapes module only (checked below)
     "parallel": {"errors", "atomic", "config", "model", "safe_load"},
-    "hf_gpt2": {"errors", "data", "model"},
-    "checkpoint_io": {"errors", "data", "model", "parallel", "hf_gpt2", "safe_load"},
+    "hf": {"errors", "data", "model"},
+    "checkpoint_io": {"errors", "data", "model", "parallel", "hf", "safe_load"},
     "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io", "safe_load"},
     "sweep": {"errors", "config", "plan", "parallel"},
     "tasks": {
@@ -44,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
         "parallel",
         "training",
         "checkpoint_io",
-        "hf_gpt2",
+        "hf",
         "sweep",
     },
     "worker": {"errors", "config", "tasks"},
