@@ -26,7 +26,12 @@ def test_optuna_recipe_runs_a_three_trial_search(tmp_path):
     sweep_dir = tmp_path / "sweep"
     # The recipe searches micro_batch_size in (4, 8, 16): leave it out of the fixed overrides, 16 sequences a step.
     fixed = [o for o in NANO if not o.startswith(("trainer.micro_batch_size=", "trainer.global_batch_size="))]
-    steps = ["trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.sample_tokens=0", "trainer.global_batch_size=16"]
+    steps = [
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.sample_tokens=0",
+        "trainer.global_batch_size=16",
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "bigtrain", "-m", "hydra/sweeper=lr_batch_search", "hydra.sweeper.n_trials=3",
          *fixed, *steps, f"hydra.sweep.dir={sweep_dir}"],
