@@ -23,7 +23,7 @@ from bigtrain.parallel.slurm import (
     slurm_global_rank,
     wait_for_file,
 )
-from bigtrain.plan import preflight
+from bigtrain.plan import plan, preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
 CONFIG_FILE = "config.yaml"
@@ -125,6 +125,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     from bigtrain.training.pipeline_module import PipelineGPTModule
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
+    from bigtrain.training.step_time import step_time_breakdown
     from bigtrain.training.summary import print_summary, write_summary
 
     quiet_libraries()
@@ -160,9 +161,11 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
+    profiler, breakdown = step_time_breakdown(cfg, tokens_per_step, read_plan(run_dir) or plan(cfg))
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
+        breakdown,
         states,
         NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
@@ -206,6 +209,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         enable_model_summary=False,
         default_root_dir=str(run_dir),
         plugins=plugins or None,
+        profiler=profiler,
     )
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -247,6 +251,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
+        **breakdown.summary(),
         "peak_memory_bytes": peak,
         "replicas_identical": replicas_identical,
         "wall_s": fit_wall,
