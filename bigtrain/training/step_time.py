@@ -145,6 +145,7 @@ class StepTimeBreakdown(pl.Callback):
         self.planned_memory_bytes = planned_memory_bytes
         self.steps: list[dict[str, float]] = []  # per measured step: seconds per part and of the whole step
         self.mfu_error: str | None = None
+        self.collectives_wait_ms: float | None = None  # DDP's latest running mean, where the strategy exposes it
         self._last_end: float | None = None
         self._paused: float = 0.0
         self._paused_at: float | None = None
@@ -214,7 +215,7 @@ class StepTimeBreakdown(pl.Callback):
         metrics["time/other_ms"] = max(mean["step"] - sum(mean[k] for k in PARTS), 0.0) * 1e3
         wait = ddp_collectives_wait_ms(trainer.strategy)
         if wait is not None:
-            metrics["time/collectives_wait_ms"] = wait  # inside backward, not added to the parts
+            metrics["time/collectives_wait_ms"] = self.collectives_wait_ms = wait  # inside backward, not a part
         metrics.update(self._flops_metrics(self._throughput.compute(), trainer.world_size))
         metrics.update(memory_now(module.device))
         if self.planned_memory_bytes:
@@ -227,7 +228,10 @@ class StepTimeBreakdown(pl.Callback):
         flops_per_s = computed.get("device/flops_per_sec")
         if flops_per_s is None:
             return {}
-        out = {"perf/tflops_per_device": flops_per_s / 1e12}
+        out = {
+            "perf/tokens_per_s": computed["device/items_per_sec"] * world,
+            "perf/tflops_per_device": flops_per_s / 1e12,
+        }
         mfu = computed.get("device/mfu")
         if mfu is not None:
             mfu = self._checked(mfu, flops_per_s)
@@ -263,6 +267,8 @@ class StepTimeBreakdown(pl.Callback):
         out = {f"time_{k}_ms": mean[k] * 1e3 for k in PARTS}
         out["time_step_ms"] = mean["step"] * 1e3
         out["time_other_ms"] = max(mean["step"] - sum(mean[k] for k in PARTS), 0.0) * 1e3
+        if self.collectives_wait_ms is not None:
+            out["time_collectives_wait_ms"] = self.collectives_wait_ms
         device_flops = self.tokens_per_step * self.flops_per_token / mean["step"] / self._world
         out["tflops_per_device"] = device_flops / 1e12
         mfu = device_flops / self.peak_flops if self.peak_flops else None
