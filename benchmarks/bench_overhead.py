@@ -4,7 +4,9 @@ optimizer, precision and thread count, alternating runs (bigtrain, plain, bigtra
 Both time every optimizer step the same way (wall clock from one step's end to the next's, the first step left
 out) over the same number of steps; bigtrain's figure comes from its own Throughput callback (summary.json).
 Two ratios: of mean tokens/s (what a run reports) and of the median step (robust to other processes stealing the
-cores for a moment). A second pair on the nano model, whose steps are nearly free, exposes the framework's fixed
+cores for a moment). bigtrain's runs carry the step-time breakdown (bigtrain/training/step_time.py, always on), so
+the ratio includes its cost; the row's samples give bigtrain's mean data / forward / backward / optimizer / other
+milliseconds per step. A second pair on the nano model, whose steps are nearly free, exposes the framework's fixed
 cost per step in milliseconds.
 """
 
@@ -26,6 +28,10 @@ from benchmarks.common import (
 )
 
 
+# bigtrain's own step-time breakdown (summary.json), mean milliseconds per step.
+BREAKDOWN = ("time_data_ms", "time_forward_ms", "time_backward_ms", "time_optimizer_ms", "time_other_ms")
+
+
 def _pairs(ctx: Context, overrides: list[str], steps: int, repeats: int, name: str) -> dict:
     cfg = compose(*overrides)
     data = prepared_dir(ctx)
@@ -36,6 +42,8 @@ def _pairs(ctx: Context, overrides: list[str], steps: int, repeats: int, name: s
         _, summary = run_bigtrain(bigtrain, ctx, name)
         got["bigtrain_mean"].append(summary["tokens_per_s"])
         got["bigtrain_median"].append(summary["tokens_per_s_median"])
+        for part in BREAKDOWN:
+            got.setdefault(f"bigtrain_{part}", []).append(summary[part])
         _, plain = run_plain(plain_args(cfg, data, steps), ctx)
         got["plain_mean"].append(plain["tokens_per_s"])
         got["plain_median"].append(tokens_per_step / median(plain["step_times_s"][1:] or plain["step_times_s"]))

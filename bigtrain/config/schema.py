@@ -140,6 +140,7 @@ class OptimConfig:
 class LoggerConfig:
     name: str = "csv"  # csv | tensorboard | wandb
     project: str = "bigtrain"
+    entity: str | None = None  # wandb team or user; None: the key's default entity
     run_name: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)

@@ -119,7 +119,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     from bigtrain.training.callbacks import Throughput, ValidationBookends, peak_memory_bytes
     from bigtrain.training.checkpointing import CHECKPOINT_DIR, AtomicCheckpointIO, checkpoint_callback
     from bigtrain.training.guards import NonFiniteGuard
-    from bigtrain.training.loggers import build_loggers
+    from bigtrain.training.loggers import build_loggers, summary_to_loggers
     from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.pipeline_module import PipelineGPTModule
@@ -262,6 +262,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
     write_summary(run_dir, summary)
+    summary_to_loggers(trainer.loggers, summary)
     print_summary(summary)
     if sample:
         print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---\n{sample}\n---")

@@ -1,7 +1,7 @@
 """Where a training step's time goes: data wait, forward, backward, optimizer step (and, under DDP, the part of the
 gradient all-reduce that backward waited for), with tokens/s, model TFLOP/s per device, MFU / HFU against the
-hardware's datasheet peak, and memory. Logged every `trainer.log_every_n_steps` to every logger (`time/*`,
-`perf/*`, `memory/*`) and summarised in summary.json.
+hardware's datasheet peak, memory, and the learning rate. Logged every `trainer.log_every_n_steps` to every logger
+(`time/*`, `perf/*`, `memory/*`, `train/lr`) and summarised in summary.json.
 
 How it is timed: Lightning already wraps each region of its loop in a profiler action
 (`[_TrainingEpochLoop].train_dataloader_next`, `[Strategy]X.batch_to_device`, `[Strategy]X.training_step`,
@@ -216,6 +216,8 @@ class StepTimeBreakdown(pl.Callback):
         wait = ddp_collectives_wait_ms(trainer.strategy)
         if wait is not None:
             metrics["time/collectives_wait_ms"] = self.collectives_wait_ms = wait  # inside backward, not a part
+        if trainer.optimizers:  # the schedule's rate now (first parameter group: all groups share it)
+            metrics["train/lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         metrics.update(self._flops_metrics(self._throughput.compute(), trainer.world_size))
         metrics.update(memory_now(module.device))
         if self.planned_memory_bytes:
