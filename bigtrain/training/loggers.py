@@ -91,8 +91,13 @@ def build_loggers(cfg, run_dir: Path, ckpt_path: Path | None = None) -> list[Log
         tensorboard.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
         loggers.append(tensorboard)
     elif lg.name == "wandb":
+        import wandb
         from pytorch_lightning.loggers import WandbLogger
 
+        if wandb.run is not None:
+            # An earlier point of this sweep process left its run open (finished or failed): WandbLogger would log
+            # this point into that run. Close it, so each point is its own wandb run.
+            wandb.finish()
         # Never wait long on a network: offline needs none, online gives up after this many seconds.
         os.environ.setdefault("WANDB_INIT_TIMEOUT", "90")
         sweep = sweep_name(run_dir)
