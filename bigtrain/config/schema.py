@@ -186,8 +186,9 @@ class GenerateConfig:
 class EvalConfig:
     # Text files to score with the checkpoint's tokenizer; empty: the prepared validation split of its data.
     files: list[str] = field(default_factory=list)
-    # Cap on tokens scored (None: all); scoring walks non-overlapping block_size windows from the start.
-    max_tokens: int | None = None
+    # Cap on tokens scored (null: all); scoring walks non-overlapping block_size windows from the start. 64k tokens
+    # give the mean loss to ~0.01 nats in seconds; the whole stdlib validation split (~1.5M) took 688 s for nano.
+    max_tokens: int | None = 65536
     batch_size: int = 16  # windows per forward pass
 
 

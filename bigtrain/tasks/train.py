@@ -110,7 +110,6 @@ def fit_then_leave(cfg, run_dir: Path, started: float | None = None) -> dict:
 def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple = ()) -> dict:
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import RichProgressBar
 
     from bigtrain.config.secrets import redact
     from bigtrain.data.datamodule import GPTDataModule
@@ -123,6 +122,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.module import GPTLightningModule
     from bigtrain.training.pipeline_module import PipelineGPTModule
+    from bigtrain.training.progress import StepProgressBar
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
     from bigtrain.training.step_time import step_time_breakdown
@@ -172,7 +172,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         stop,
     ]
     if tr.progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar(leave=True))
     resume_from = Path(cfg.resume) if cfg.resume else None  # resolved by run() on rank zero
     loggers = build_loggers(cfg, run_dir, resume_from)
     if cfg.logger.name == "wandb":
