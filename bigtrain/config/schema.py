@@ -161,6 +161,7 @@ class TrainerConfig:
     keep_last: int = 3  # newest step checkpoints kept (last.ckpt links the newest)
     on_nonfinite: str = "stop"  # stop | skip: what a NaN/inf loss or gradient does
     progress: bool = True
+    step_time: bool = True  # the step-time breakdown (time/*, perf/*, memory/*): bigtrain/training/step_time.py
     # torch.compile the model (Module.compile: state-dict keys unchanged). Pays off on GPU after the first steps,
     # which compile; needs a C++ compiler on CPU.
     compile: bool = False

@@ -161,11 +161,13 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
     bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     stop = GracefulStop(lambda step: checkpoint_dir / f"step-{step:07d}.ckpt")
-    profiler, breakdown = step_time_breakdown(cfg, tokens_per_step, read_plan(run_dir) or plan(cfg))
+    profiler, breakdown = (
+        step_time_breakdown(cfg, tokens_per_step, read_plan(run_dir) or plan(cfg)) if tr.step_time else (None, None)
+    )
     callbacks: list[pl.Callback] = [
         bookends,
         throughput,
-        breakdown,
+        *([breakdown] if breakdown else []),
         states,
         NonFiniteGuard(tr.on_nonfinite, checkpoint_dir),
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
@@ -251,7 +253,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
-        **breakdown.summary(),
+        **(breakdown.summary() if breakdown else {}),
         "peak_memory_bytes": peak,
         "replicas_identical": replicas_identical,
         "wall_s": fit_wall,
