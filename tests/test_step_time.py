@@ -68,3 +68,34 @@ def test_an_mfu_above_one_names_the_peak_key_and_is_not_reported(capsys):
     summary = cb.summary()
     assert summary["mfu"] is None and "hardware.peak_tflops_fp32" in summary["mfu_error"]
     assert peak_key_for("bf16-mixed") == "hardware.peak_tflops_bf16" and peak_key_for("16-mixed").endswith("fp16")
+
+
+def test_profiler_adds_exclusive_time_per_part_and_skips_validation(monkeypatch):
+    """Lightning's action names in the order its loop nests them, on a fake clock: the optimizer step's own time is
+    what is left after the forward and backward its closure runs; validation's batch transfers count nowhere."""
+    import bigtrain.training.step_time as st
+
+    now = [0.0]
+    monkeypatch.setattr(st.time, "perf_counter", lambda: now[0])
+    p = StepTimeProfiler()
+
+    def action(name: str, seconds: float, inner=()):
+        p.start(name)
+        now[0] += seconds
+        for args in inner:
+            action(*args)
+        p.stop(name)
+
+    action("[_TrainingEpochLoop].train_dataloader_next", 1)
+    action("[Strategy]SingleDeviceStrategy.batch_to_device", 2)
+    action("[Callback]Throughput.on_train_batch_start", 50)  # untracked: lands in "other"
+    action(
+        "[LightningModule]GPTLightningModule.optimizer_step",
+        4,
+        [("[Strategy]SingleDeviceStrategy.training_step", 8), ("[Strategy]SingleDeviceStrategy.backward", 16)],
+    )
+    p.paused = True
+    action("[Strategy]SingleDeviceStrategy.batch_to_device", 100)
+    p.paused = False
+    assert p.take() == {"data": 3, "forward": 8, "backward": 16, "optimizer": 4}
+    assert p.take() == dict.fromkeys(PARTS, 0.0)

@@ -58,6 +58,7 @@ class StepTimeProfiler(Profiler):
         super().__init__()
         self.parts = dict.fromkeys(PARTS, 0.0)
         self.sync = None  # torch.cuda.synchronize while a GPU step is being measured, else None
+        self.paused = False  # during validation: its batch transfers are not the training step's data wait
         self._parts_cache: dict[str, str | None] = {}
         self._stack: list[list] = []  # [part, started, seconds of tracked actions nested inside]
 
@@ -65,14 +66,14 @@ class StepTimeProfiler(Profiler):
         part = self._parts_cache.get(action_name, 0)
         if part == 0:
             part = self._parts_cache[action_name] = _part_of(action_name)
-        if part is None:
+        if part is None or self.paused:
             return
         if self.sync is not None:
             self.sync()
         self._stack.append([part, time.perf_counter(), 0.0])
 
     def stop(self, action_name: str) -> None:
-        if self._parts_cache.get(action_name) is None or not self._stack:
+        if self._parts_cache.get(action_name) is None or not self._stack or self.paused:
             return
         if self.sync is not None:
             self.sync()
@@ -174,8 +175,10 @@ class StepTimeBreakdown(pl.Callback):
 
     def on_validation_start(self, trainer, module) -> None:
         self._paused_at = time.perf_counter()
+        self.profiler.paused = True
 
     def on_validation_end(self, trainer, module) -> None:
+        self.profiler.paused = False
         if self._paused_at is not None:
             self._paused += time.perf_counter() - self._paused_at
             self._paused_at = None
