@@ -4,7 +4,9 @@ optimizer, precision and thread count, alternating runs (bigtrain, plain, bigtra
 Both time every optimizer step the same way (wall clock from one step's end to the next's, the first step left
 out) over the same number of steps; bigtrain's figure comes from its own Throughput callback (summary.json).
 Two ratios: of mean tokens/s (what a run reports) and of the median step (robust to other processes stealing the
-cores for a moment). A second pair on the nano model, whose steps are nearly free, exposes the framework's fixed
+cores for a moment). bigtrain's runs carry the step-time breakdown (bigtrain/training/step_time.py, always on), so
+the ratio includes its cost; the row's samples give bigtrain's mean data / forward / backward / optimizer / other
+milliseconds per step. A second pair on the nano model, whose steps are nearly free, exposes the framework's fixed
 cost per step in milliseconds.
 """
 
@@ -25,6 +27,9 @@ from benchmarks.common import (
     run_plain,
 )
 
+# bigtrain's own step-time breakdown (summary.json), mean milliseconds per step.
+BREAKDOWN = ("time_data_ms", "time_forward_ms", "time_backward_ms", "time_optimizer_ms", "time_other_ms")
+
 
 def _pairs(ctx: Context, overrides: list[str], steps: int, repeats: int, name: str) -> dict:
     cfg = compose(*overrides)
@@ -36,6 +41,8 @@ def _pairs(ctx: Context, overrides: list[str], steps: int, repeats: int, name: s
         _, summary = run_bigtrain(bigtrain, ctx, name)
         got["bigtrain_mean"].append(summary["tokens_per_s"])
         got["bigtrain_median"].append(summary["tokens_per_s_median"])
+        for part in BREAKDOWN:
+            got.setdefault(f"bigtrain_{part}", []).append(summary[part])
         _, plain = run_plain(plain_args(cfg, data, steps), ctx)
         got["plain_mean"].append(plain["tokens_per_s"])
         got["plain_median"].append(tokens_per_step / median(plain["step_times_s"][1:] or plain["step_times_s"]))
@@ -83,4 +90,31 @@ def run(ctx: Context) -> list[Row]:
                 {k: [round(v, 1) for v in vs] for k, vs in nano.items()},
             )
         )
+        rows.append(breakdown_cost(ctx, nano_steps, max(ctx.repeats - 1, 1)))
     return rows
+
+
+def breakdown_cost(ctx: Context, steps: int, repeats: int) -> Row:
+    """What the step-time breakdown itself costs: nano runs with it and without (trainer.step_time=false),
+    alternating, median step time. Nano steps take milliseconds, so a fixed cost per step shows here first."""
+    data = prepared_dir(ctx)
+    base = ["model=nano", f"trainer.max_steps={steps}", f"data.prepared_dir={data}", *TRAIN_ONLY]
+    cfg = compose("model=nano")
+    tokens_per_step = cfg.trainer.global_batch_size * cfg.model.block_size
+    got: dict[str, list[float]] = {"with_ms": [], "without_ms": []}
+    for _ in range(repeats):
+        for key, switch in (("with_ms", "true"), ("without_ms", "false")):
+            _, summary = run_bigtrain([*base, f"trainer.step_time={switch}"], ctx, f"breakdown-{switch}")
+            got[key].append(1000 * tokens_per_step / summary["tokens_per_s_median"])
+    with_ms, without_ms = median(got["with_ms"]), median(got["without_ms"])
+    return Row(
+        "overhead",
+        "median step time, nano, step-time breakdown on / off",
+        with_ms,
+        without_ms,
+        "ms",
+        ratio(with_ms, without_ms),
+        "",
+        f"the breakdown's own cost ~{with_ms - without_ms:.2f} ms/step ({repeats} alternating pairs x {steps} steps)",
+        {k: [round(v, 2) for v in vs] for k, vs in got.items()},
+    )

@@ -42,6 +42,10 @@ def _isolated_env(tmp_path_factory):
     os.environ["WANDB_SILENT"] = "true"
     # One thread per process: nano models gain nothing from more, and 2-process runs on 2 cores stay unoversubscribed.
     os.environ["OMP_NUM_THREADS"] = "1"
+    # DeepSpeed ops a test builds go to bigtrain's keyed cache (as .ci/run sets), never torch's ~/.cache default.
+    from bigtrain.parallel.ops_cache import use_extensions_cache
+
+    use_extensions_cache()
     import torch
 
     torch.set_num_threads(1)

@@ -14,10 +14,10 @@ import os
 import sys
 
 import deepspeed
-import deepspeed.comm.torch
 import torch
 
 from bigtrain.model import GPT, GPTConfig
+from bigtrain.parallel.cpu_adapters import use_deepspeed_cpu_accelerator
 from bigtrain.parallel.teardown import leave_process_group
 from bigtrain.training.model_states import model_state_bytes
 
@@ -51,8 +51,10 @@ def measure(stage: int) -> dict:
 if __name__ == "__main__":
     os.environ.setdefault("LOCAL_RANK", os.environ.get("RANK", "0"))
     # Collectives over plain gloo: skips JIT-compiling DeepSpeed's shared-memory all-reduce op (tens of seconds on
-    # a fresh machine, and a C++ toolchain). It changes how bytes travel between ranks, not what each rank holds.
-    deepspeed.comm.torch.build_shm_op = lambda: None
+    # a fresh machine, and a C++ toolchain), as bigtrain's own CPU runs do. It changes how bytes travel between
+    # ranks, not what each rank holds. (Assigning `deepspeed.comm.torch.build_shm_op` does not do it: that name is
+    # PyTorch itself, which deepspeed.comm re-exports, not the submodule; the op was built into ~/.cache.)
+    use_deepspeed_cpu_accelerator()
     results = [measure(stage) for stage in (1, 2, 3)]
     with open(sys.argv[1], "w") as f:
         json.dump(results, f)

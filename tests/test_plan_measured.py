@@ -54,7 +54,11 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
     """DeepSpeed's engine on 2 CPU ranks (gloo), stages 1-3 (tests/deepspeed_states_probe.py): per-rank bytes of
     the 16-bit/fp32 flat groups, fp32 master partitions, gradient partitions and Adam moments vs the plan."""
     port = _free_port()
+    # An empty extensions folder: this run needs no JIT-built op (torch AdamW, gloo collectives), so none may appear
+    # in it (DeepSpeed's shm all-reduce op used to, into ~/.cache/torch_extensions).
+    ops = tmp_path / "torch_extensions"
     env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env["TORCH_EXTENSIONS_DIR"] = str(ops)
     probe = str(REPO / "tests" / "deepspeed_states_probe.py")
     procs = [
         subprocess.Popen(
@@ -68,6 +72,7 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    assert not ops.exists() or not any(ops.iterdir()), sorted(p.name for p in ops.iterdir())
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     base = setup("model=nano", "parallelism=ddp", "hardware.devices=2", "trainer.precision=32-true")
     for stage_results in zip(*ranks, strict=True):

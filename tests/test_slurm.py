@@ -179,9 +179,9 @@ def test_two_task_ddp_job_requeues_and_continues_the_same_wandb_run(slurm_cluste
     losses = {r["trainer/global_step"]: r["train/loss"] for r in first + second if "train/loss" in r}
     assert losses == pytest.approx(dict(read_curves(run_dir / "metrics.csv")[0]))  # the same numbers as the CSV
     record = wandb_records.run_record(files[0])
-    assert record.run_id == run_id and record.project == "bigtrain"
-    assert record.run_group == f"{sweep_dir.parent.name}/{sweep_dir.name}"  # group = the sweep
-    assert {u.key for u in record.config.update} >= {"model", "trainer", "parallelism"}  # the resolved config
+    assert record["run_id"] == run_id and record["project"] == "bigtrain"
+    assert record["run_group"] == f"{sweep_dir.parent.name}/{sweep_dir.name}"  # group = the sweep
+    assert set(record["config"]["update"]) >= {"model", "trainer", "parallelism"}  # the resolved config
 
 
 @pytest.mark.slow

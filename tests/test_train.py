@@ -64,6 +64,8 @@ def test_two_process_ddp_trains_with_one_run_dir_and_identical_replicas(tmp_path
     assert_ok(proc)
     s = read_summary(run_dir)
     assert s["world_size"] == 2 and s["parallelism"] == "ddp" and s["replicas_identical"] is True
+    # DDP's reducer times the gradient all-reduce: the step-time breakdown reports the part backward waited for.
+    assert s["time_collectives_wait_ms"] > 0 and "time/collectives_wait_ms" in (run_dir / "metrics.csv").read_text()
     assert s["final_val_loss"] < s["first_val_loss"] - 0.3
     losses = train_losses(run_dir)
     assert losses[19] < losses[0]

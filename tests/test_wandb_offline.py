@@ -27,6 +27,10 @@ def test_wandb_offline_file_holds_every_logged_step(tmp_path):
     csv_train, csv_val = read_curves(run_dir / "metrics.csv")
     assert train == pytest.approx(dict(csv_train)) and val == pytest.approx(dict(csv_val))
     record = wandb_records.run_record(path)
-    assert (record.run_id, record.display_name, list(record.tags)) == (run_id, "wb-test", ["nano", "ci"])
-    config = {u.key: u.value_json for u in record.config.update}
-    assert '"nano"' in config["model"] and "max_steps" in config["trainer"]
+    assert (record["run_id"], record["display_name"], record["tags"]) == (run_id, "wb-test", ["nano", "ci"])
+    config = record["config"]["update"]
+    assert config["model"]["name"] == "nano" and "max_steps" in config["trainer"]
+    # bigtrain's summary is the wandb run summary too
+    summary = wandb_records.summary(path)
+    assert summary["final_val_loss"] == pytest.approx(read_summary(run_dir)["final_val_loss"])
+    assert summary["steps"] == steps and summary["status"] == "completed"

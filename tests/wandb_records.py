@@ -1,68 +1,58 @@
-"""Read a wandb offline run file (run-ID.wandb) back: the history rows it holds, and the run record.
+"""Read a wandb offline run file (run-ID.wandb) back with wandb's own reader, `wandb leet inspect --json` (wandb
+>= 0.2x ships it with its Go core): one JSON object per record, history items and config already decoded.
 
-The file is a LevelDB-style log (wandb's own "datastore" format): a 7-byte file header (":W&B", magic 0xBEE1,
-version 0), then 32 KiB blocks of chunks, each with a 7-byte header (masked CRC-32C: 4 bytes, length: 2, type: 1 =
-FULL, 2 = FIRST, 3 = MIDDLE, 4 = LAST); reassembled chunks are protobuf `wandb.proto.wandb_internal_pb2.Record`s.
-wandb 0.31 writes it from its Go core and ships no Python reader, so the tests parse the framing here.
-"""
+Why the CLI and not a Python API: wandb 0.31 has no Python reader for its transaction log (the old
+`wandb.sdk.internal.datastore` is gone with the Python core); `leet inspect --json` is the documented way to print
+the records (its --help shows `wandb leet inspect --json | grep '"type":"history"'`), and it follows wandb's own
+format changes, which a hand-written parser of the LevelDB-style framing would not. wandb is pinned below 0.32 in
+pyproject.toml, so a change of this JSON's shape arrives with a deliberate upgrade."""
 
 from __future__ import annotations
 
 import json
-import struct
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
 from pathlib import Path
 
-BLOCK = 32 * 1024
-HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+def _wandb_cli() -> list[str]:
+    exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
+    return [exe] if exe else [sys.executable, "-m", "wandb"]
 
 
-def records(path: Path):
-    from wandb.proto import wandb_internal_pb2
+@lru_cache(maxsize=32)
+def _records(path: str, mtime: float) -> tuple[dict, ...]:
+    out = subprocess.run(
+        [*_wandb_cli(), "leet", "inspect", "--json", path], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    return tuple(json.loads(line) for line in out.splitlines() if line.startswith("{"))
 
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a wandb datastore file (header {data[:7]!r})"
-    pos, pending = HEADER, b""
-    while pos + HEADER <= len(data):
-        left_in_block = BLOCK - pos % BLOCK
-        if left_in_block < HEADER:  # block trailer: zero padding
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        if kind == 0 and length == 0:  # preallocated zeros at the end of a file still being written
-            break
-        chunk = data[pos + HEADER : pos + HEADER + length]
-        pos += HEADER + length
-        if kind == FULL:
-            pending = chunk
-        elif kind == FIRST:
-            pending = chunk
-            continue
-        elif kind == MIDDLE:
-            pending += chunk
-            continue
-        elif kind == LAST:
-            pending += chunk
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(pending)
-        pending = b""
-        yield record
+
+def records(path: Path) -> tuple[dict, ...]:
+    """Every record of the file, in order, as {"num": N, "type": T, T: {...}}."""
+    path = Path(path)
+    return _records(str(path), path.stat().st_mtime)
 
 
 def history(path: Path) -> list[dict]:
-    """Every history row as {key: value} (values decoded from their JSON)."""
-    rows = []
-    for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
-    return rows
+    """Every history row as {key: value}."""
+    return [r["history"]["item"] for r in records(path) if r["type"] == "history"]
 
 
-def run_record(path: Path):
-    for record in records(path):
-        if record.WhichOneof("record_type") == "run":
-            return record.run
-    return None
+def summary(path: Path) -> dict:
+    """The run summary as wandb keeps it: every summary update of the file applied in order."""
+    out: dict = {}
+    for r in records(path):
+        if r["type"] == "summary":
+            out.update(r["summary"].get("update", {}))
+    return out
+
+
+def run_record(path: Path) -> dict | None:
+    """The run record: run_id, display_name, project, run_group, tags, config ({"update": {key: value}})."""
+    return next((r["run"] for r in records(path) if r["type"] == "run"), None)
 
 
 def run_files(run_dir: Path) -> list[Path]:

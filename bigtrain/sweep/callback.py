@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ class SweepReport(Callback):
         self._pending: Path | None = None  # the sweep dir whose report is still owed
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        if "slurm" in str(launcher.get("_target_", "")).lower():
+            from bigtrain.sweep.slurm_gres import cluster_node_gpus, gres_problem
+
+            partition = launcher.get("partition")
+            problem = gres_problem(launcher.get("gpus_per_node"), partition, cluster_node_gpus(partition))
+            if problem:
+                print(f"bigtrain: error: {problem}", file=sys.stderr)
+                sys.exit(2)  # before any job is submitted or sweep file written
         if self.enabled:
             self._pending = Path(config.hydra.sweep.dir).resolve()
             atexit.register(self._report_at_exit)

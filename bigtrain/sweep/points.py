@@ -48,8 +48,11 @@ class Point:
 
     def planned(self, keys: tuple[str, ...]):
         for key in keys:
-            if self.plan and isinstance(self.plan.get(key), int | float):
-                return self.plan[key]
+            value = (self.plan or {}).get(key)
+            if isinstance(value, dict):  # plan.json's memory_per_device_bytes: the terms and their "total"
+                value = value.get("total")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value
         return None
 
 

@@ -85,8 +85,10 @@ def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     ckpt = locate(cfg.ckpt)
     tokens, source = eval_tokens(cfg, ckpt)
-    if cfg.eval.max_tokens is not None:
+    available = len(tokens) - 1  # predicted tokens: every token but the first has a target
+    if cfg.eval.max_tokens is not None and available > cfg.eval.max_tokens:
         tokens = tokens[: cfg.eval.max_tokens + 1]
+        print(f"eval: scoring the first {cfg.eval.max_tokens:,} of {available:,} tokens (eval.max_tokens=null: all)")
     if len(tokens) < 2:
         raise DataError(f"{source} holds {len(tokens)} tokens; scoring needs at least 2")
     if int(tokens.max()) >= ckpt.gpt_config.vocab_size:

@@ -25,7 +25,7 @@ from bigtrain.parallel.slurm import (
     wait_for_file,
 )
 from bigtrain.parallel.traits import traits_of
-from bigtrain.plan import preflight
+from bigtrain.plan import plan, preflight
 from bigtrain.plan.compare import planned_vs_measured, read_plan, write_plan
 
 
@@ -105,6 +105,7 @@ def fit(
     from bigtrain.training.model_states import ModelStateBytes
     from bigtrain.training.quiet import quiet_libraries
     from bigtrain.training.signals import GracefulStop
+    from bigtrain.training.step_time import step_time_breakdown
 
     quiet_libraries()
     started = started if started is not None else time.perf_counter()
@@ -128,8 +129,18 @@ def fit(
     resume_from = Path(cfg.resume) if cfg.resume else None  # resolved by run() on rank zero
     bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     stop = GracefulStop(lambda step: run_dir / CHECKPOINT_DIR / f"step-{step:07d}.ckpt")
-    callbacks = [bookends, throughput, states, *run_callbacks(cfg, run_dir, stop, resume_from), *extra_callbacks]
-    trainer = build_trainer(cfg, layout, run_dir, callbacks, build_loggers(cfg, run_dir, resume_from))
+    profiler, breakdown = (
+        step_time_breakdown(cfg, tokens_per_step, read_plan(run_dir) or plan(cfg)) if tr.step_time else (None, None)
+    )
+    callbacks = [
+        bookends,
+        throughput,
+        *([breakdown] if breakdown else []),
+        states,
+        *run_callbacks(cfg, run_dir, stop, resume_from),
+        *extra_callbacks,
+    ]
+    trainer = build_trainer(cfg, layout, run_dir, callbacks, build_loggers(cfg, run_dir, resume_from), profiler)
 
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -169,6 +180,7 @@ def fit(
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
+        **(breakdown.summary() if breakdown else {}),
         "peak_memory_bytes": peak,
         "replicas_identical": measured["replicas_identical"],
         "wall_s": fit_wall,
@@ -178,7 +190,7 @@ def fit(
         "sample": sample,
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
-    report(summary, cfg, run_dir)
+    report(summary, cfg, run_dir, trainer.loggers)
     return summary
 
 
@@ -213,9 +225,9 @@ def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
         stop,
     ]
     if tr.progress:
-        from pytorch_lightning.callbacks import RichProgressBar
+        from bigtrain.training.progress import StepProgressBar
 
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar(leave=True))
     if cfg.logger.name == "wandb":
         from bigtrain.training.loggers import WandbIdInCheckpoint, wandb_run_id
 
@@ -227,8 +239,9 @@ def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
     return callbacks
 
 
-def build_trainer(cfg, layout: Layout, run_dir: Path, callbacks: list, loggers: list):
-    """The Lightning Trainer, every size from the Layout and the strategy from the one builder."""
+def build_trainer(cfg, layout: Layout, run_dir: Path, callbacks: list, loggers: list, profiler=None):
+    """The Lightning Trainer, every size from the Layout and the strategy from the one builder; `profiler` times
+    the step's parts (training/step_time.py)."""
     import pytorch_lightning as pl
 
     from bigtrain.parallel import build_strategy
@@ -261,6 +274,7 @@ def build_trainer(cfg, layout: Layout, run_dir: Path, callbacks: list, loggers: 
         enable_model_summary=False,
         default_root_dir=str(run_dir),
         plugins=plugins or None,
+        profiler=profiler,
     )
 
 
@@ -286,11 +300,13 @@ def measure(trainer, module, states, check_replicas: bool, gather_weights: bool)
     }
 
 
-def report(summary: dict, cfg, run_dir: Path) -> None:
-    """summary.json, the printed table and the sample (rank zero)."""
+def report(summary: dict, cfg, run_dir: Path, loggers: list) -> None:
+    """summary.json, the loggers' run summaries, the printed table and the sample (rank zero)."""
+    from bigtrain.training.loggers import summary_to_loggers
     from bigtrain.training.summary import print_summary, write_summary
 
     write_summary(run_dir, summary)
+    summary_to_loggers(loggers, summary)
     print_summary(summary)
     if summary["sample"]:
         print(f"--- sample ({cfg.trainer.sample_tokens} tokens after {cfg.trainer.sample_prompt!r}) ---")

@@ -1,4 +1,5 @@
-"""Callbacks: validation loss at the run's two ends, throughput, peak memory."""
+"""Callbacks: validation loss at the run's two ends, the run's throughput, peak memory (the per-interval step-time
+breakdown is in step_time.py)."""
 
 from __future__ import annotations
 
@@ -50,13 +51,16 @@ class ValidationBookends(pl.Callback):
 
 
 class Throughput(pl.Callback):
-    """Training tokens/s across all ranks, timed per optimizer step with validation time excluded.
+    """The run's training tokens/s across all ranks for summary.json: every optimizer step timed (validation
+    excluded), the mean with the first step (graph warm-up, allocator growth) left out, and the median step.
 
-    The first step (graph warm-up, allocator growth) is left out of the run's mean."""
+    Lightning's `ThroughputMonitor` serves the rolling rates, and its `Throughput` utility computes the logged
+    `perf/tokens_per_s`, TFLOP/s and MFU in `step_time.StepTimeBreakdown`. What it lacks, and this keeps: whole-run
+    figures rather than a window, the median step (robust to other processes taking the cores for a moment), and
+    timing per optimizer step rather than per micro-batch without a CUDA synchronisation on every batch."""
 
-    def __init__(self, tokens_per_step: int, window: int = 10) -> None:
+    def __init__(self, tokens_per_step: int) -> None:
         self.tokens_per_step = tokens_per_step
-        self.window = window
         self.step_times: list[float] = []
         self._last: float | None = None
         self._paused_at: float | None = None
@@ -79,9 +83,6 @@ class Throughput(pl.Callback):
         if self._last is not None:
             self.step_times.append(now - self._last)
         self._last = now
-        recent = self.step_times[-self.window :]
-        if trainer.global_step % trainer.log_every_n_steps == 0 and recent:
-            module.log("perf/tokens_per_s", self.tokens_per_step * len(recent) / sum(recent), rank_zero_only=True)
 
     @property
     def tokens_per_s(self) -> float:

@@ -87,18 +87,25 @@ def build_loggers(cfg, run_dir: Path, ckpt_path: Path | None = None) -> list[Log
     if lg.name == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        tensorboard = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+        # The resolved config into hparams.yaml and the hparams tab (the module saves no hyperparameters of its own);
+        # hp_metric, its placeholder, becomes the final validation loss at the end (summary_to_loggers).
+        tensorboard.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
+        loggers.append(tensorboard)
     elif lg.name == "wandb":
         import wandb
         from pytorch_lightning.loggers import WandbLogger
 
-        if wandb.run is not None:  # the previous point of an in-process sweep: its own run ends with its fit
+        if wandb.run is not None:
+            # An earlier point of this sweep process left its run open (finished or failed): WandbLogger would log
+            # this point into that run. Close it, so each point is its own wandb run.
             wandb.finish()
         # Never wait long on a network: offline needs none, online gives up after this many seconds.
         os.environ.setdefault("WANDB_INIT_TIMEOUT", "90")
         sweep = sweep_name(run_dir)
         wandb_logger = WandbLogger(
             project=lg.project,
+            entity=lg.entity,
             # Names, group and tags are shown and stored like the config: redacted the same way.
             name=redact_text(lg.run_name or (f"{sweep}/{run_dir.name}" if sweep else run_dir.name)),
             group=redact_text(lg.group or sweep) if (lg.group or sweep) else None,
@@ -126,3 +133,22 @@ def redacted_argv():
         yield
     finally:
         sys.argv[:] = saved
+
+
+def summary_to_loggers(loggers: list[Logger], summary: dict) -> None:
+    """bigtrain's summary (first/final val loss, peak memory, planned vs measured, tokens/s, MFU, ...) where each
+    logger keeps a run's results: wandb's run summary; TensorBoard's `hp_metric` (the final validation loss, which
+    its hparams tab sets beside the config) and `summary/*` scalars. Scalars only; rank zero only."""
+    if rank_zero_only.rank != 0:
+        return
+    scalars = redact({k: v for k, v in summary.items() if isinstance(v, int | float | str | bool) and k != "sample"})
+    numbers = {k: float(v) for k, v in scalars.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update(scalars)
+        elif type(logger).__name__ == "TensorBoardLogger":
+            metrics = {f"summary/{k}": v for k, v in numbers.items()}
+            if summary.get("final_val_loss") is not None:
+                metrics["hp_metric"] = float(summary["final_val_loss"])
+            logger.log_metrics(metrics, step=int(summary.get("steps") or 0))
+            logger.save()
