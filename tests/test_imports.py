@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "parallel": {"errors", "atomic", "config", "model", "safe_load"},
     "hf": {"errors", "data", "model"},
     "checkpoint_io": {"errors", "data", "model", "parallel", "hf", "safe_load"},
-    "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io", "safe_load"},
+    "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io", "safe_load", "plan"},
     "sweep": {"errors", "config", "plan", "parallel"},
     "tasks": {
         "errors",

@@ -18,7 +18,7 @@ from bigtrain.errors import ConfigError
 
 # The front doors behind `task=NAME` (bigtrain.tasks.NAME.run); tests/test_imports.py holds this list to the
 # modules of bigtrain/tasks, so config never reads the tasks package.
-TASKS = ("consolidate", "eval", "export", "generate", "plan", "prepare", "report", "train")
+TASKS = ("consolidate", "dashboard", "eval", "export", "generate", "plan", "prepare", "report", "train")
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
