@@ -39,7 +39,7 @@ class UnsafeCheckpointError(BigtrainError):
 
 
 class UnreadableCheckpointError(BigtrainError):
-    """A file of a sharded checkpoint that is damaged (truncated, not a torch file): not a threat, just unusable."""
+    """A damaged checkpoint or checkpoint part (truncated, not a torch file): not a threat, just unusable."""
 
 
 def register_safe_globals(objs: list[Any]) -> None:
@@ -107,7 +107,14 @@ def load(path: str | Path | io.BytesIO, *, map_location: Any = "cpu", mmap: bool
         with torch.serialization.safe_globals(safe_globals()):
             return _real_torch_load(path, **kwargs)
     except pickle.UnpicklingError as e:
-        raise _unsafe(source or path, e) from None
+        if _names_a_global(e):  # a class or function outside the allow-list: what a payload needs
+            raise _unsafe(source or path, e) from None
+        # Any other refusal of the weights-only unpickler (an opcode it does not read, bytes that are no pickle):
+        # a damaged file, not a threat, so resume may pass over it like a truncated one. Nothing ran either way.
+        detail = next((line for line in str(e).splitlines()[1:] if line.strip() and "file an issue" not in line), "")
+        raise UnreadableCheckpointError(
+            f"checkpoint {source or path} cannot be read ({detail.strip()[:160]})"
+        ) from None
     except RuntimeError as e:
         if mmap and "mmap" in str(e):  # a file in torch's legacy (non-zip) format cannot be memory-mapped
             return load(path, map_location=map_location, source=source)
@@ -136,6 +143,10 @@ class _AllowListUnpickler(pickle.Unpickler):
         if obj is None:
             raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
         return obj
+
+
+def _names_a_global(error: BaseException) -> bool:
+    return bool(re.search(r"GLOBAL|global", str(error)))
 
 
 def _unsafe(source: Any, error: BaseException) -> UnsafeCheckpointError:

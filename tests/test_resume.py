@@ -155,7 +155,7 @@ def test_a_sharded_checkpoint_without_its_complete_marker_is_skipped(tmp_path):
     for step in (10, 20):
         shard_dir = folder / f"step-{step:07d}.ckpt" / "checkpoint"
         shard_dir.mkdir(parents=True)
-        (shard_dir / "mp_rank_00_model_states.pt").write_bytes(b"shard")
+        torch.save({"module": {"w": torch.zeros(2)}}, shard_dir / "mp_rank_00_model_states.pt")  # a readable part
     write_complete_marker(folder / "step-0000010.ckpt", world_size=2)
     messages: list[str] = []
     assert find_resume_checkpoint("auto", tmp_path / "run", log=messages.append) == folder / "step-0000010.ckpt"
