@@ -6,7 +6,7 @@ with `dataclasses.replace` and plan thousands of layouts per second without touc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bigtrain.config.validate import SHARDED_PARALLELISMS, sizes
 
@@ -55,6 +55,8 @@ class Setup:
     mfu: float
     headroom: float
     train_tokens: int
+    # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
+    teacher: Setup | None = None
 
     @property
     def world(self) -> int:
@@ -140,4 +142,16 @@ def setup_from(cfg) -> Setup:
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
     )
     assert (setup.world, setup.dp) == (s.world, s.dp), "Setup must derive sizes exactly as validate.sizes does"
+    t = cfg.distill.teacher_model if "distill" in cfg else None
+    if t is not None and t.name != "none":
+        head = t.head_dim or t.n_embd // t.n_head
+        dims = dict(
+            n_layer=t.n_layer,
+            n_head=t.n_head,
+            n_embd=t.n_embd,
+            head_dim=head,
+            vocab_size=t.vocab_size,
+            block_size=t.block_size,
+        )
+        setup = replace(setup, teacher=replace(setup, **dims, bias=bool(t.bias)))
     return setup

@@ -148,6 +148,12 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         cfg.data.num_workers,
     )
     module_cls = PipelineGPTModule if pipelined else GPTLightningModule  # manual optimization, see its docstring
+    extra: dict = {}
+    if cfg.task == "distill":  # the same fit, a frozen teacher's soft targets in the loss (training/distill.py)
+        from bigtrain.training.distill import DistillGPTModule as module_cls
+        from bigtrain.training.distill import distill_kwargs
+
+        extra = distill_kwargs(cfg)
     module = module_cls(
         cfg.model,
         cfg.optim,
@@ -156,6 +162,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
         init_from=cfg.init_from,
         compile_model=tr.compile,
+        **extra,
     )
     bookends, throughput, states = ValidationBookends(), Throughput(tokens_per_step), ModelStateBytes()
     checkpoint_dir = run_dir / CHECKPOINT_DIR
@@ -254,6 +261,7 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         "val_history": module.val_history,
         "held_numel_per_rank": held,
         "sample": sample,
+        **getattr(module, "summary_facts", dict)(),  # a module variant's own facts (distillation: the teacher's)
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
     write_summary(run_dir, summary)
