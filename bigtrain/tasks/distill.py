@@ -29,10 +29,10 @@ def run(cfg, run_dir: Path) -> dict:
 
 def check_teacher(cfg):
     """The teacher checkpoint, after checking its logits can be compared with the student's token for token."""
-    from bigtrain.checkpoint_io import _tokenizer_name, locate
+    from bigtrain.checkpoint_io import _tokenizer_name, locate, require_float
     from bigtrain.model import gpt_config_from
 
-    ckpt = locate(cfg.teacher, "teacher")
+    ckpt = require_float(locate(cfg.teacher, "teacher"), "teacher")
     t, s = ckpt.gpt_config, gpt_config_from(cfg.model)
     if t.vocab_size != s.vocab_size:
         raise BigtrainError(
