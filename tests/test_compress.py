@@ -40,11 +40,11 @@ def test_kd_loss_equals_hand_computed_value():
     teacher = [[[1.5, 1.0, -0.5], [-1.0, 0.5, 2.0]]]
     targets = [[0, 2]]
     alpha, temp = 0.3, 2.5
-    ce = sum(-_log_softmax(s, 1.0)[y] for s, y in zip(student[0], targets[0])) / 2
+    ce = sum(-_log_softmax(s, 1.0)[y] for s, y in zip(student[0], targets[0], strict=True)) / 2
     kl = 0.0
-    for s, t in zip(student[0], teacher[0]):
+    for s, t in zip(student[0], teacher[0], strict=True):
         log_p_s, log_p_t = _log_softmax(s, temp), _log_softmax(t, temp)
-        kl += sum(math.exp(lt) * (lt - ls) for lt, ls in zip(log_p_t, log_p_s))
+        kl += sum(math.exp(lt) * (lt - ls) for lt, ls in zip(log_p_t, log_p_s, strict=True))
     kl /= 2
     expected = alpha * ce + (1 - alpha) * temp**2 * kl
 
