@@ -131,6 +131,12 @@ def load_quantized(blob: dict, config: GPTConfig, source: Path | str) -> GPT:
         module = model.get_submodule(name.rsplit(".", 1)[0])
         fresh = module.weight
         inner, meta = fresh.__tensor_flatten__()
+        if set(inner) != set(pieces):
+            written = blob[QUANTIZATION_KEY].get("version")
+            raise BigtrainError(
+                f"{source}: {name} was written by torchao {written} as {sorted(pieces)}, but this torchao's "
+                f"{type(fresh).__name__} is made of {sorted(inner)}; load it with torchao {written}"
+            )
         for k in inner:
             if tuple(pieces[k].shape) != tuple(getattr(fresh, k).shape):
                 raise BigtrainError(
