@@ -55,7 +55,10 @@ class DistillGPTModule(GPTLightningModule):
         if self.teacher is None:
             from bigtrain.checkpoint_io import load_model, locate
 
-            teacher = load_model(locate(self.teacher_path, "teacher"))  # fp32, eval mode
+            # Building the teacher draws (then overwrites) initial weights from the CPU generator: forked, so the
+            # student starts from exactly the weights a plain run with this seed starts from.
+            with torch.random.fork_rng(devices=[]):
+                teacher = load_model(locate(self.teacher_path, "teacher"))  # fp32, eval mode
             teacher.requires_grad_(False)
             object.__setattr__(self, "teacher", teacher)
 
