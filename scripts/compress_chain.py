@@ -95,7 +95,7 @@ def print_table(rows: list[tuple], eval_tokens: int) -> None:
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, n, size, loss, speed, _ in rows:
         table.add_row(name, f"{n:,}", f"{size / 1e6:.2f} MB", f"{loss:.4f}", f"{math.exp(loss):.2f}", f"{speed:,.0f}")
-    Console().print(table)
+    Console(width=110).print(table)  # the whole table, also when the output is not a terminal
 
 
 if __name__ == "__main__":
