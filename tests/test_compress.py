@@ -259,3 +259,14 @@ def test_int8_dynamic_activation_scheme_and_fallback_without_torchao(teacher, tm
     x = torch.randint(0, 256, (2, 64))
     with torch.no_grad():
         assert torch.allclose(plain(x)[0], quantized(x)[0], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_hugging_face_folder_as_teacher(teacher, tmp_path):
+    """A teacher exported to a Hugging Face GPT-2 folder (what bigtrain imports) distills like the checkpoint."""
+    hf = tmp_path / "hf"
+    _run_task("export", tmp_path / "x", f"ckpt={teacher}", f"export.out_dir={hf}")
+    run_dir = tmp_path / "student"
+    assert_ok(run_bigtrain("task=distill", f"teacher={hf}", *STUDENT, run_dir=run_dir, env=ONE_THREAD))
+    s = read_summary(run_dir)
+    assert s["teacher"] == str(hf) and s["teacher_n_params"] == 1_853_568 and s["final_val_loss"] < s["first_val_loss"]
