@@ -1,7 +1,8 @@
 """Load a trained GPT from whatever a user points at, for generate, eval, export and init_from.
 
 Accepted, in the order they are recognised:
-    a file                   a Lightning checkpoint (.ckpt; `last.ckpt` may be a symlink) or a bare state dict
+    a file                   a Lightning checkpoint (.ckpt; `last.ckpt` may be a symlink) or a bare state dict,
+                             or task=quantize's int8 file (bigtrain.quantization; eval and generate only)
     a Hugging Face directory config.json + model.safetensors of a GPT-2 or Llama (see bigtrain.hf)
     a DeepSpeed directory    a sharded ZeRO checkpoint, merged on the fly (bigtrain.parallel.consolidate)
     an FSDP directory        a sharded torch.distributed.checkpoint, merged on the fly (same module)
@@ -33,10 +34,20 @@ class Checkpoint:
     """A located checkpoint: its kind, the model it describes and, for bigtrain runs, the run's config."""
 
     path: Path
-    kind: str  # lightning | deepspeed | fsdp | hf
+    kind: str  # lightning | deepspeed | fsdp | hf | int8
     gpt_config: GPTConfig
     run_config: dict = field(default_factory=dict)  # the training run's resolved config ({} for HF directories)
-    state_dict: dict | None = None  # read while locating when it came for free (single files)
+    state_dict: dict | None = None  # read while locating when it came for free (single files; int8: the whole file)
+
+
+def require_float(ckpt: Checkpoint, what: str) -> Checkpoint:
+    """Training and export need float weights: refuse an int8 checkpoint (task=quantize's output) by name."""
+    if ckpt.kind == "int8":
+        raise BigtrainError(
+            f"{what}={ckpt.path} is an int8 quantized checkpoint, for eval and generate only; "
+            f"pass the float checkpoint it was quantized from"
+        )
+    return ckpt
 
 
 def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
@@ -70,6 +81,10 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
 
 def load_model(ckpt: Checkpoint) -> GPT:
     """The GPT of a located checkpoint, fp32 on CPU in eval mode, its weights checked key by key and shape by shape."""
+    if ckpt.kind == "int8":  # torchao int8 linears (inference only)
+        from bigtrain.quantization import load_quantized
+
+        return load_quantized(ckpt.state_dict, ckpt.gpt_config, ckpt.path)
     state = ckpt.state_dict if ckpt.state_dict is not None else _read_weights(ckpt)
     model = GPT(ckpt.gpt_config)
     load_weights(model, state, ckpt.path)
@@ -109,6 +124,9 @@ def _locate_file(p: Path, what: str) -> Checkpoint:
         raise
     except Exception as e:
         raise BigtrainError(f"{what}={p} cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(blob, dict) and "quantization" in blob:  # task=quantize's int8 file (bigtrain.quantization)
+        run_config = blob.get(RUN_CONFIG_KEY) or _run_config_near(p)
+        return Checkpoint(p, "int8", _gpt_config_of(run_config, p, what), run_config, blob)
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
         state, run_config = blob["state_dict"], blob.get(RUN_CONFIG_KEY) or _run_config_near(p)
     elif isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
@@ -189,7 +207,7 @@ def tokenizer_of(ckpt: Checkpoint, prepared_dir: str | None = None):
 def check_init_from(cfg) -> Checkpoint:
     """Before a fine-tuning run starts: the init_from checkpoint exists and holds the run's architecture and
     tokenizer (token ids must mean the same thing on both sides)."""
-    ckpt = locate(cfg.init_from, "init_from")
+    ckpt = require_float(locate(cfg.init_from, "init_from"), "init_from")
     want, have = gpt_config_from(cfg.model), ckpt.gpt_config
     fields = ("n_layer", "n_head", "n_embd", "attn_dim", "block_size", "vocab_size", "bias")
     fields += ("kv_heads", "ffn_dim", "norm", "mlp", "position", "tie_embeddings")

@@ -213,6 +213,30 @@ class ExportConfig:
 
 
 @dataclass
+class DistillConfig:
+    """task=distill: loss = alpha x CE(student, labels) + (1 - alpha) x T^2 x KL(teacher_T || student_T), the
+    softmaxes taken at temperature T (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network")."""
+
+    alpha: float = 0.5  # weight of the hard-label cross-entropy, in [0, 1]; 1 is plain training
+    temperature: float = 2.0  # T > 0; the T^2 factor keeps the soft-target gradients' scale independent of T
+    # The teacher's architecture; name "none": no teacher. task=distill fills it from the teacher checkpoint, so the
+    # planner (which reads no checkpoints) counts the teacher's weights and forward FLOPs. To plan a distillation
+    # without a checkpoint: `task=plan +model@distill.teacher_model=gpt2-350m`.
+    teacher_model: ModelConfig = field(default_factory=lambda: ModelConfig(name="none"))
+
+
+@dataclass
+class QuantizeConfig:
+    """task=quantize: post-training int8 quantization of a checkpoint's linear layers with torchao."""
+
+    # int8-weight-only: int8 weights with one fp32 scale per output row, activations stay float (any device);
+    # int8-dynamic: also quantize each activation row to int8 at run time (int8 x int8 matmuls)
+    scheme: str = "int8-weight-only"
+    eval_tokens: int = 131072  # validation tokens scored before and after (perplexity); 0 skips the comparison
+    out: str | None = None  # None: RUN_DIR/model-int8.pt
+
+
+@dataclass
 class PlanConfig:
     """What `task=plan` prints and what the pre-flight check of `task=train` enforces (bigtrain/plan)."""
 
@@ -262,6 +286,10 @@ class BigtrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    # task=distill: the teacher checkpoint (same kinds as ckpt); the student is the `model` group.
+    teacher: str | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     # task=report: the multirun directory whose comparison report to (re)build.
     sweep_dir: str | None = None
     # Free-form notes a recipe carries (its expected result); not read by code.

@@ -18,7 +18,19 @@ from bigtrain.errors import ConfigError
 
 # The front doors behind `task=NAME` (bigtrain.tasks.NAME.run); tests/test_imports.py holds this list to the
 # modules of bigtrain/tasks, so config never reads the tasks package.
-TASKS = ("consolidate", "dashboard", "eval", "export", "generate", "plan", "prepare", "report", "train")
+TASKS = (
+    "consolidate",
+    "dashboard",
+    "distill",
+    "eval",
+    "export",
+    "generate",
+    "plan",
+    "prepare",
+    "quantize",
+    "report",
+    "train",
+)
 OFFLOADS = ("none", "cpu", "cpu-params", "nvme")
 LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
@@ -241,6 +253,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")
     p += _use_problems(cfg)
+    p += _compress_problems(cfg)
     if "plan" in cfg:
         p += _plan_problems(cfg)
     if cfg.logger.mode not in ("offline", "online", "disabled"):
@@ -277,6 +290,40 @@ def _use_problems(cfg) -> list[str]:
             f"fine-tune with zero.stage<=2"
         )
     return p
+
+
+DISTILL_PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp")  # data-parallel layouts: the teacher is replicated
+QUANTIZE_SCHEMES = ("int8-weight-only", "int8-dynamic")
+
+
+def _compress_problems(cfg) -> list[str]:
+    """Rules of task=distill and task=quantize (the teacher's own fit is checked by tasks/distill.py)."""
+    p: list[str] = []
+    d, q = cfg.distill, cfg.quantize
+    if not 0.0 <= d.alpha <= 1.0:
+        p.append(f"distill.alpha={d.alpha} must be in [0, 1] (the weight of the hard-label cross-entropy)")
+    if not d.temperature > 0:
+        p.append(f"distill.temperature={d.temperature} must be > 0 (1: the teacher's own distribution)")
+    if cfg.task == "distill":
+        if not cfg.teacher:
+            p.append(f"task=distill needs teacher=<{_CKPT_KINDS}>")
+        if cfg.parallelism.name not in DISTILL_PARALLELISMS:
+            p.append(
+                f"task=distill runs data-parallel layouts only, but parallelism={cfg.parallelism.name}; "
+                f"use parallelism={' or '.join(DISTILL_PARALLELISMS)}"
+            )
+    elif cfg.teacher:
+        p.append(f"teacher={cfg.teacher} is read by task=distill only (task={cfg.task}); use task=distill")
+    if cfg.task == "quantize" and not cfg.ckpt:
+        p.append(f"task=quantize needs ckpt=<{_CKPT_KINDS}>")
+    if q.scheme not in QUANTIZE_SCHEMES:
+        p.append(f"quantize.scheme={q.scheme} is unknown; valid: {', '.join(QUANTIZE_SCHEMES)}")
+    if q.eval_tokens < 0:
+        p.append(f"quantize.eval_tokens={q.eval_tokens} must be >= 0 (0 skips the perplexity comparison)")
+    return p
+
+
+_CKPT_KINDS = "a .ckpt file, a run directory, a checkpoint directory or a Hugging Face GPT-2 or Llama directory"
 
 
 def _target_problems(cfg) -> list[str]:

@@ -20,7 +20,8 @@ from bigtrain.plan.params import matmul_params
 from bigtrain.plan.setup import Setup
 
 FORMULAS = {
-    "flops_per_token": "PaLM app. B: 6N + 12 L H Q T (model FLOPs, forward + backward)",
+    "flops_per_token": "PaLM app. B: 6N + 12 L H Q T (model FLOPs, forward + backward) [+ distill: teacher forward "
+    "2N_t + 4 L_t H_t Q_t T]",
     "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
     "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
     "(1 + (pp-1)/m) + tp comm",
@@ -35,20 +36,31 @@ def attention_flops_per_token(s: Setup) -> float:
     return 12 * s.n_layer * s.n_head * s.head_dim * s.block_size
 
 
+def teacher_flops_per_token(s: Setup) -> float:
+    """task=distill: the frozen teacher's forward pass, a third of PaLM's count (2N + 4 L H Q T); 0 without one.
+    The teacher's FLOPs are work the run needs, so they count in model FLOPs (and MFU) too."""
+    if s.teacher is None:
+        return 0.0
+    from bigtrain.plan.params import n_params
+
+    t = s.teacher  # its own block_size sizes its position table; it attends over the student's s.block_size
+    return 2 * n_params(t) + 4 * t.n_layer * t.n_head * t.head_dim * s.block_size
+
+
 def flops_per_token(s: Setup, n: int) -> float:
-    """Model FLOPs per trained token (PaLM appendix B)."""
-    return 6 * matmul_params(s, n) + attention_flops_per_token(s)
+    """Model FLOPs per trained token (PaLM appendix B), plus a distillation teacher's forward."""
+    return 6 * matmul_params(s, n) + attention_flops_per_token(s) + teacher_flops_per_token(s)
 
 
 def hardware_flops_per_token(s: Setup, n: int) -> float:
     """FLOPs the devices execute per token, recomputation included."""
-    attn = attention_flops_per_token(s)
+    attn, teacher = attention_flops_per_token(s), teacher_flops_per_token(s)
     n = matmul_params(s, n)
     if s.recompute == "full":
-        return 8 * n + attn * 4 / 3
+        return 8 * n + attn * 4 / 3 + teacher
     if s.recompute == "selective":
-        return 6 * n + attn * 4 / 3
-    return 6 * n + attn
+        return 6 * n + attn * 4 / 3 + teacher
+    return 6 * n + attn + teacher
 
 
 def comm_bytes_per_step(s: Setup, n: int) -> float:
@@ -120,6 +132,7 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "flops_per_token": model_flops,
         "flops_per_token_6n": 6.0 * matmul_params(s, n),
         "attention_flops_per_token": attention_flops_per_token(s),
+        "teacher_flops_per_token": teacher_flops_per_token(s),
         "hardware_flops_per_token": hw_flops,
         "tokens_per_step": tokens_per_step,
         "pipeline_bubble": bubble,

@@ -34,6 +34,7 @@ FORMULAS = {
     "34 re-derived for GQA k/v and SwiGLU",
     "kv_cache": "generation: 2 x L x n_kv_head x head_dim x block_size x 2 bytes per sequence (/tp)",
     "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
+    "teacher": "distill: P_bytes x N_teacher (whole on every rank) + one teacher layer's forward + logits, KD fp32 (b s V) x4",
     "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
 }
@@ -237,11 +238,31 @@ def offloaded(s: Setup, n: int) -> tuple[float, float]:
     return host, nvme
 
 
+def teacher(s: Setup) -> float:
+    """task=distill: the frozen teacher's weights, whole on every rank and stored like the student's (no gradients,
+    no optimizer states), plus its forward under no_grad (one layer's working set at a time; nothing is kept for a
+    backward pass) and the (b, s, V) tensors of the loss: teacher logits, and the fp32 teacher logits, teacher and
+    student log-probabilities of the KL term."""
+    if s.teacher is None:
+        return 0.0
+    from bigtrain.plan.params import n_params
+
+    t, sq, b = s.teacher, s.block_size, s.micro_batch_size  # the teacher reads the student's windows
+    pb, _, _ = state_bytes(s)
+    sbh = sq * b * t.n_embd
+    one_layer = sbh * (34 + 5 * t.n_head * sq / t.n_embd) * activation_bytes_per_element(s) / 2
+    logits = sq * b * t.vocab_size * (activation_bytes_per_element(s) + 3 * 4)
+    return pb * n_params(t) + one_layer + logits
+
+
 def memory(s: Setup, n: int) -> dict[str, float]:
-    """Per-device bytes by term (params, grads, optimizer, activations, buffers, total), host and NVMe per node."""
+    """Per-device bytes by term (params, grads, optimizer, activations, buffers, teacher, total), host and NVMe per
+    node."""
     out = model_states(s, n)
     out["activations"] = activations(s)
     out["buffers"] = buffers(s, n)
+    if s.teacher is not None:
+        out["teacher"] = teacher(s)
     out["total"] = sum(out.values())
     out["host"], out["nvme"] = offloaded(s, n)
     return out

@@ -15,7 +15,8 @@ def plan_setup(s: Setup) -> dict:
     """The plan of one Setup as a JSON-ready dict (the keys `task=plan plan.format=json` prints)."""
     n = n_params(s)
     mem = memory.memory(s, n)
-    per_device = {k: int(mem[k]) for k in (*MEMORY_TERMS, "total")}
+    terms = (*MEMORY_TERMS, "teacher") if "teacher" in mem else MEMORY_TERMS  # a distillation's frozen teacher
+    per_device = {k: int(mem[k]) for k in (*terms, "total")}
     usable = memory.usable_device_bytes(s)
     return {
         "n_params": n,
@@ -23,7 +24,7 @@ def plan_setup(s: Setup) -> dict:
         "n_params_megatron": megatron_n_params(s) if _gpt_shaped(s) else None,
         "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
-        "largest_term": max(MEMORY_TERMS, key=per_device.__getitem__),
+        "largest_term": max(terms, key=per_device.__getitem__),
         "host_memory_bytes": int(mem["host"]),
         "nvme_bytes": int(mem["nvme"]),
         "device_memory_bytes": int(s.device_memory_bytes),

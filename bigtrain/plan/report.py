@@ -26,7 +26,9 @@ def table(p: dict, title: str) -> str:
         "",
         f"  {'memory per device':<20}{'':>12}   formula",
     ]
-    for term in MEMORY_TERMS:
+    for term in (*MEMORY_TERMS, "teacher"):
+        if term not in mem:
+            continue  # only a distillation has a teacher
         rows.append(f"  {term:<20}{gb(mem[term]):>12}   {f[term]}")
     status = "FITS" if p["fits"] else "DOES NOT FIT"
     rows += [

@@ -59,6 +59,8 @@ class Setup:
     norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
     position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
     tie_embeddings: bool = True
+    # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
+    teacher: Setup | None = None
 
     @property
     def kv_heads(self) -> int:
@@ -119,14 +121,8 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
     m, hw, tr = cfg.model, cfg.hardware, cfg.trainer
     plan = cfg.plan if "plan" in cfg else None
     tokens = plan.train_tokens if plan is not None and plan.train_tokens else None
-    return Setup(
-        n_layer=m.n_layer,
-        n_head=m.n_head,
-        n_embd=m.n_embd,
-        head_dim=head_dim_of(m.n_embd, m.n_head, m.head_dim),
-        block_size=m.block_size,
-        vocab_size=m.vocab_size,
-        bias=bool(m.bias),
+    setup = Setup(
+        **model_dims(m),
         layout=layout or layout_of(cfg),
         reduce_bucket_size=int(cfg.zero.reduce_bucket_size),
         allgather_bucket_size=int(cfg.zero.allgather_bucket_size),
@@ -146,6 +142,24 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         mfu=float(plan.mfu) if plan is not None else 0.4,
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
+    )
+    # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
+    t = cfg.distill.teacher_model if "distill" in cfg else None
+    if t is not None and t.name != "none":
+        setup = replace(setup, teacher=replace(setup, **model_dims(t)))
+    return setup
+
+
+def model_dims(m) -> dict:
+    """The Setup fields a `model` config node sets (the student's, or a distillation teacher's)."""
+    return dict(
+        n_layer=m.n_layer,
+        n_head=m.n_head,
+        n_embd=m.n_embd,
+        head_dim=head_dim_of(m.n_embd, m.n_head, m.head_dim),
+        block_size=m.block_size,
+        vocab_size=m.vocab_size,
+        bias=bool(m.bias),
         n_kv_head=int(m.get("n_kv_head") or m.n_head),
         ffn_hidden_size=model_ffn_hidden_size(m),
         mlp=str(m.get("mlp", "gelu")),

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bigtrain.checkpoint_io import load_model, locate, tokenizer_of
+from bigtrain.checkpoint_io import load_model, locate, require_float, tokenizer_of
 from bigtrain.config import validate
 from bigtrain.hf import check_exportable, write_hf_dir
 
 
 def run(cfg, run_dir: Path) -> dict:
     validate(cfg)
-    ckpt = locate(cfg.ckpt)
+    ckpt = require_float(locate(cfg.ckpt), "ckpt")
     check_exportable(ckpt.gpt_config)  # before reading any weights
     out = Path(cfg.export.out_dir).expanduser() if cfg.export.out_dir else run_dir / "hf"
     tokenizer, meta = _tokenizer_and_meta(cfg, ckpt)

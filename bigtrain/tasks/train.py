@@ -188,6 +188,7 @@ def fit(
         "val_history": module.val_history,
         "held_numel_per_rank": measured["held_numel_per_rank"],
         "sample": sample,
+        **getattr(module, "summary_facts", dict)(),  # a module variant's own facts (distillation: the teacher's)
         **planned_vs_measured(read_plan(run_dir), peak, state_bytes, throughput.tokens_per_s, module.device.type),
     }
     report(summary, cfg, run_dir, trainer.loggers)
@@ -201,6 +202,12 @@ def build_module(cfg, manual_optimization: bool, tokens_per_step: int):
     from bigtrain.training.pipeline_module import PipelineGPTModule
 
     module_cls = PipelineGPTModule if manual_optimization else GPTLightningModule
+    extra: dict = {}
+    if cfg.task == "distill":  # the same fit, a frozen teacher's soft targets in the loss (training/distill.py)
+        from bigtrain.training.distill import DistillGPTModule as module_cls
+        from bigtrain.training.distill import distill_kwargs
+
+        extra = distill_kwargs(cfg)
     return module_cls(
         cfg.model,
         cfg.optim,
@@ -209,6 +216,7 @@ def build_module(cfg, manual_optimization: bool, tokens_per_step: int):
         run_config=redact(OmegaConf.to_container(cfg, resolve=True)),
         init_from=cfg.init_from,
         compile_model=cfg.trainer.compile,
+        **extra,
     )
 
 
