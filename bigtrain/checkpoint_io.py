@@ -84,7 +84,7 @@ def load_model(ckpt: Checkpoint) -> GPT:
     if ckpt.kind == "int8":  # torchao int8 linears (inference only)
         from bigtrain.quantization import load_quantized
 
-        return load_quantized(ckpt.state_dict, ckpt.gpt_config, ckpt.path)
+        return load_quantized(ckpt.state_dict, ckpt.gpt_config, ckpt.path, load_weights)
     state = ckpt.state_dict if ckpt.state_dict is not None else _read_weights(ckpt)
     model = GPT(ckpt.gpt_config)
     load_weights(model, state, ckpt.path)

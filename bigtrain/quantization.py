@@ -98,17 +98,17 @@ def quantized_blob(model: GPT, scheme: str, run_config: dict) -> dict:
 
 
 def save_quantized(model: GPT, path: Path, scheme: str, run_config: dict) -> Path:
-    from bigtrain.training.checkpointing import atomic_write
+    from bigtrain.atomic import atomic_write
 
     blob = quantized_blob(model, scheme, run_config)
     atomic_write(path, lambda f: torch.save(blob, f))
     return path
 
 
-def load_quantized(blob: dict, config: GPTConfig, source: Path | str) -> GPT:
-    """The quantized GPT of a bigtrain-int8 checkpoint, on CPU in eval mode (see the module docstring)."""
-    from bigtrain.checkpoint_io import load_weights
-
+def load_quantized(blob: dict, config: GPTConfig, source: Path | str, load_weights) -> GPT:
+    """The quantized GPT of a bigtrain-int8 checkpoint, on CPU in eval mode (see the module docstring).
+    `load_weights(model, state, source)` is checkpoint_io's checked copy (passed in: checkpoint_io imports this
+    module, so this one does not import it back)."""
     if blob.get("format") != FORMAT:
         raise BigtrainError(
             f"{source} is a quantized checkpoint of format {blob.get('format')}; this build reads {FORMAT}"

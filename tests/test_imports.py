@@ -25,14 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "bigtrain": set(),
     "errors": set(),
     "atomic": set(),
-    "safe_load": {"errors"},  # the one weights-only checkpoint loader
+    "safe_load": {"errors"},
+    "quantization": {"errors", "atomic", "model"},  # torchao int8 and its plain-tensor file  # the one weights-only checkpoint loader
     "model": set(),
     "data": {"errors"},
     "config": {"errors", "data", "model"},  # data: the tokenizer names validation accepts; model: shapes only
     "plan": {"errors", "config", "model"},  # model: its torch-free shapes module only (checked below)
     "parallel": {"errors", "atomic", "config", "model", "safe_load"},
     "hf": {"errors", "data", "model"},
-    "checkpoint_io": {"errors", "data", "model", "parallel", "hf", "safe_load"},
+    "checkpoint_io": {"errors", "data", "model", "parallel", "hf", "safe_load", "quantization"},
     "training": {"errors", "atomic", "config", "model", "parallel", "checkpoint_io", "safe_load", "plan"},
     "sweep": {"errors", "config", "plan", "parallel"},
     "tasks": {
@@ -46,6 +47,9 @@ ALLOWED: dict[str, set[str]] = {
         "checkpoint_io",
         "hf",
         "sweep",
+        "quantization",
+        "atomic",
+        "safe_load",
     },
     "worker": {"errors", "config", "tasks"},
     "__main__": {"errors", "config", "tasks"},
