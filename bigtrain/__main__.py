@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from bigtrain.config import register_configs
 from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
+from bigtrain.config.targets import check_command_line, check_launch
 from bigtrain.errors import BigtrainError
 
 register_configs()
@@ -29,6 +30,7 @@ def main(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_launch(list(hydra_cfg.overrides.task), run_dir)
         result = run_task(cfg, run_dir)
     except BigtrainError as e:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -46,11 +48,12 @@ def main(cfg: DictConfig) -> dict | None:
 def precheck(args: list[str]) -> None:
     """For a plain run (no flags, no sweep), compose once outside Hydra so a typo or wrong type ends in one
     `bigtrain: error:` line instead of Hydra's multi-line report."""
-    if any(a.startswith("-") for a in args):
-        return
     from bigtrain.config.compose import compose_config
 
     try:
+        check_command_line(args)
+        if any(a.startswith("-") for a in args):
+            return
         compose_config([a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
     except BigtrainError as e:
         print(f"bigtrain: error: {e}", file=sys.stderr)

@@ -415,7 +415,10 @@ def nvme_path_problems(cfg) -> list[str]:
 
 def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
     """Raise one ConfigError listing every broken rule; return the derived sizes when the config is valid."""
-    problems = problems_of(cfg, planning=planning)
+    from bigtrain.config.domains import domain_problems
+
+    # Values outside their domain first, alone: the cross-group rules below assume every value is inside it.
+    problems = domain_problems(cfg) or problems_of(cfg, planning=planning)
     if launching and not problems:
         problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
