@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 # Lightning's seed_everything takes seeds in numpy's range.
 MAX_SEED = 2**32 - 1
@@ -45,7 +45,9 @@ class Domain:
     def requirement(self, value) -> str:
         """What `value` breaks, in the words validation errors have always used ("a positive number", ">= 0")."""
         finite = "" if math.isfinite(value) else "a finite number "
-        below = self.low is not None and math.isfinite(value) and (value <= self.low if self.low_open else value < self.low)
+        below = (
+            self.low is not None and math.isfinite(value) and (value <= self.low if self.low_open else value < self.low)
+        )
         if below and (self.low, self.low_open) in ((0, True), (1, False)):
             return "a positive number"
         if below and (self.low, self.low_open) == (0, False):
@@ -145,51 +147,59 @@ CHOICES = {"parallelism.process_group_backend": (None, "gloo", "nccl", "mpi"), "
 FREE_FORM = ("notes",)
 
 
-def _numeric_problems(cfg) -> list[str]:
+def _get(tree: dict, key: str):
+    """A dotted key of the resolved plain config (None when absent)."""
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _numeric_problems(tree: dict) -> list[str]:
     p = []
     for key, domain in DOMAINS.items():
-        value = OmegaConf.select(cfg, key)
-        values = list(value) if isinstance(value, (list, ListConfig)) else [value]
+        value = _get(tree, key)
+        values = list(value) if isinstance(value, list) else [value]
         for v in values:
             if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue  # None where the schema allows it; types are the schema's job
             if not domain.holds(v):
                 each = "each element " if len(values) > 1 else ""
-                p.append(f"{key}={_show(value)}{': ' if each else ' '}{each}must be {domain.requirement(v)}")
+                p.append(f"{key}={value}{': ' if each else ' '}{each}must be {domain.requirement(v)}")
                 break
     return p
 
 
-def _show(value) -> str:
-    return str(list(value)) if isinstance(value, (list, ListConfig)) else str(value)
-
-
-def _text_problems(cfg) -> list[str]:
+def _text_problems(tree: dict) -> list[str]:
     p = []
     for key in TEXT:
-        value = OmegaConf.select(cfg, key)
+        value = _get(tree, key)
         if value is not None and not str(value).strip():
             p.append(f"{key}='{value}' is empty; give a value (see `python -m bigtrain --cfg job` for the default)")
     for key, bad in NAMES.items():
-        value = str(OmegaConf.select(cfg, key) or "")
+        value = str(_get(tree, key) or "")
         if any(c in bad for c in value) or len(value) > 128:
             p.append(f"{key}={value} must be a plain name of at most 128 characters, without any of {' '.join(bad)}")
     for key, valid in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in valid:
+        value = _get(tree, key)
+        if value not in valid or isinstance(value, bool):
             p.append(f"{key}={value} is unknown; valid: {', '.join(str(v).replace('None', 'null') for v in valid)}")
-    tr = cfg.trainer
-    precision = str(tr.precision)
+    tr, hw = tree["trainer"], tree["hardware"]
+    precision = str(tr["precision"])
     kind = "bf16" if precision.startswith("bf16") else "fp16" if precision.startswith("16") else "fp32"
-    peak = cfg.hardware[f"peak_tflops_{kind}"]
+    peak = hw[f"peak_tflops_{kind}"]
     if isinstance(peak, (int, float)) and math.isfinite(peak) and peak <= 0:
         p.append(
-            f"hardware.peak_tflops_{kind}={peak}: {cfg.hardware.name} has no {kind} throughput, but "
+            f"hardware.peak_tflops_{kind}={peak}: {hw['name']} has no {kind} throughput, but "
             f"trainer.precision={precision} runs in {kind}; choose another precision or set hardware.peak_tflops_{kind}"
         )
-    if tr.sample_tokens > 0 and not str(tr.sample_prompt):
-        p.append("trainer.sample_prompt='' is empty: the sample needs at least one character; or trainer.sample_tokens=0")
-    if cfg.task == "generate" and cfg.prompt is not None and not str(cfg.prompt):
+    if tr["sample_tokens"] > 0 and not str(tr["sample_prompt"]):
+        p.append(
+            "trainer.sample_prompt='' is empty: the sample needs at least one character; or trainer.sample_tokens=0"
+        )
+    if tree["task"] == "generate" and tree["prompt"] is not None and not str(tree["prompt"]):
         p.append("prompt='' is empty: give at least one character, or prompt_file=PATH")
     return p
 
@@ -225,22 +235,22 @@ def _dataclass_of(annotation):
     return annotation if dataclasses.is_dataclass(annotation) else None
 
 
-def resolution_problem(cfg) -> str | None:
-    """Every interpolation resolves (`${nope}`, `${oc.env:UNSET}`), or the first failure as one phrase."""
+def resolved(cfg) -> dict | str:
+    """The config with every interpolation resolved, as plain containers; or, when one does not resolve
+    (`${nope}`, `${oc.env:UNSET}`, a string in an int field), the failure as one phrase."""
     from bigtrain.config.compose import one_line
 
     try:
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except Exception as e:  # OmegaConf raises several types (InterpolationKeyError, ValidationError, ...)
         return f"a value does not resolve: {one_line(e)}"
-    return None
 
 
 def domain_problems(cfg) -> list[str]:
     """Unknown keys, unresolvable interpolations, and values outside their domain, as phrases."""
-    unresolved = resolution_problem(cfg)
-    if unresolved:
-        return [unresolved]
+    tree = resolved(cfg)
+    if isinstance(tree, str):
+        return [tree]
     extra = unknown_keys(cfg)
     if extra:
         return [
@@ -249,5 +259,5 @@ def domain_problems(cfg) -> list[str]:
         ]
     from bigtrain.config.targets import data_cache_problems
 
-    p = _numeric_problems(cfg) + _text_problems(cfg)
+    p = _numeric_problems(tree) + _text_problems(tree)
     return p or data_cache_problems(cfg)

@@ -14,8 +14,27 @@ import tempfile
 from pathlib import Path
 
 # Folders a run must never write into directly (their sub-folders of one's own are fine, e.g. /tmp/run).
-SYSTEM_FOLDERS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/sbin", "/sys", "/tmp",
-                  "/usr", "/var", "/home", "/mnt", "/opt", "/srv", "/run")
+SYSTEM_FOLDERS = (
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/root",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/mnt",
+    "/opt",
+    "/srv",
+    "/run",
+)
 MIN_FREE_BYTES = 16 * 2**20  # below this, even the config, metrics and summary may not fit
 
 
@@ -81,7 +100,9 @@ def flag_problems(args: list[str]) -> list[str]:
     has_cfg = any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in args)
     has_package = any(a in ("-p", "--package") or a.startswith("--package=") for a in args)
     if has_package and not has_cfg:
-        return ["-p/--package only selects what --cfg prints; add --cfg job (e.g. `python -m bigtrain --cfg job -p model`)"]
+        return [
+            "-p/--package only selects what --cfg prints; add --cfg job (e.g. `python -m bigtrain --cfg job -p model`)"
+        ]
     return []
 
 
