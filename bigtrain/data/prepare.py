@@ -22,8 +22,10 @@ import numpy as np
 from bigtrain.data.corpus import is_validation, read_corpus
 from bigtrain.data.tokenizer import ByteTokenizer, HFTokenizer, TiktokenGPT2, check_tokenizer_name
 from bigtrain.errors import DataError
+from bigtrain.tempfiles import remove_stale
 
 FORMAT_VERSION = 1
+STALE_PREPARE_S = 3600.0  # a preparation's temporary folder untouched this long, its process gone, is a leftover
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -95,6 +97,8 @@ def prepare(data_cfg, progress: bool = True) -> Path:
     val_docs = [d.text for d in corpus.documents if is_validation(d.name, data_cfg.val_fraction)]
 
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    # Folders of killed preparations; the cache may be shared by several hosts, whose PIDs this one cannot see.
+    remove_stale(folder.parent, "*.tmp-*", min_age_s=STALE_PREPARE_S)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

@@ -80,6 +80,11 @@ def run(cfg, run_dir: Path) -> dict:
 
     # A requeued SLURM attempt resumes its own run directory, as resume=auto would.
     resume = cfg.resume or cfg.trainer.ckpt_path or ("auto" if requeued_checkpoint(run_dir) else None)
+    from bigtrain.training.run_dir import claim
+
+    done = claim(run_dir, resume, cfg.trainer.max_steps)  # refuses a run dir holding another run
+    if done is not None:
+        return done  # resume=auto on a completed run: nothing to do, its summary untouched
     checkpoint = find_resume_checkpoint(resume, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     if cfg.init_from:
