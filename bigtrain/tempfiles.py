@@ -45,5 +45,3 @@ def remove_stale(folder: Path, pattern: str = "*", min_age_s: float = 0.0) -> li
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
-
-

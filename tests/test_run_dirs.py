@@ -104,3 +104,35 @@ def test_cli_completed_run_and_reused_dir(tmp_path):
     assert other.returncode == 2 and other.stderr.strip().splitlines() == [other.stderr.strip()], other.stderr
     assert other.stderr.startswith("bigtrain: error: hydra.run.dir=") and "already holds a run" in other.stderr
     assert _digest(run_dir) == before
+
+
+@pytest.mark.slow
+def test_resume_runs_the_validation_due_at_the_checkpoint_step(tmp_path):
+    """A step checkpoint is written before that step's validation: a run killed between the two resumes from it.
+    Simulated exactly by resuming a fresh run dir from a finished run's step-6 checkpoint (written before the
+    step-6 validation): the resumed run's validation history matches the uninterrupted run's, step 6 included."""
+    import csv
+    import shutil
+
+    import torch
+
+    every6 = [*NANO, "trainer.checkpoint_every_n_steps=6", "trainer.sample_tokens=0"]
+    reference = tmp_path / "reference"
+    assert_ok(run_bigtrain(*every6, run_dir=reference))
+    checkpoint = reference / "checkpoints" / "step-0000006.ckpt"
+    history = torch.load(checkpoint, map_location="cpu", weights_only=True)["bigtrain"]["val_history"]
+    assert [s for s, _ in history] == [0], history  # the step-6 validation came after this checkpoint
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, resumed / "checkpoints")
+    assert_ok(run_bigtrain(*every6, "resume=auto", run_dir=resumed))
+    ref = json.loads((reference / "summary.json").read_text())["val_history"]
+    got = json.loads((resumed / "summary.json").read_text())["val_history"]
+    assert [s for s, _ in got] == [s for s, _ in ref] == [0, 6, 12]
+    assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(got, ref, strict=True)), (got, ref)
+
+    def val_rows(run_dir):
+        rows = csv.DictReader((run_dir / "metrics.csv").read_text().splitlines())
+        return [int(r["step"]) for r in rows if r.get("val/loss")]
+
+    assert val_rows(resumed) == [s for s in val_rows(reference) if s >= 5] == [5, 11]  # Lightning logs step - 1

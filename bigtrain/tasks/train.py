@@ -173,6 +173,10 @@ def fit(cfg, run_dir: Path, started: float | None = None, extra_callbacks: tuple
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
         stop,
     ]
+    if cfg.resume:  # a validation due at the checkpoint step may not have run before the kill
+        from bigtrain.training.resume_validation import ValidateDueOnResume
+
+        callbacks.append(ValidateDueOnResume(tr.val_check_interval))
     if tr.progress:
         callbacks.append(RichProgressBar(leave=True))
     resume_from = Path(cfg.resume) if cfg.resume else None  # resolved by run() on rank zero
