@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 # Folders a run must never write into directly (their sub-folders of one's own are fine, e.g. /tmp/run).
@@ -133,3 +134,26 @@ def check_command_line(args: list[str]) -> None:
                 problems.append(problem)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def multi_node_problems(cfg) -> list[str]:
+    """hardware.nodes > 1 needs every node started by a cluster launcher (SLURM, torchrun, or NODE_RANK and
+    MASTER_ADDR set by hand on each node). Started alone on one machine, this process would wait at the
+    rendezvous for nodes that never come."""
+    hw = cfg.hardware
+    if cfg.parallelism.name == "single" or hw.nodes <= 1:
+        return []
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    with warnings.catch_warnings():  # detect() warns that srun exists but is unused: the line below says more
+        warnings.simplefilter("ignore")
+        if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+            return []
+    if os.environ.get("NODE_RANK") is not None and os.environ.get("MASTER_ADDR"):
+        return []
+    return [
+        f"hardware.nodes={hw.nodes} x hardware.devices={hw.devices} = {hw.nodes * hw.devices} processes on "
+        f"{hw.nodes} machines, but this one was started alone (no SLURM job, torchrun, or NODE_RANK + MASTER_ADDR), "
+        f"so the rendezvous would wait forever for the other nodes; launch with `-m hydra/launcher=slurm` (or srun / "
+        f"torchrun --nnodes={hw.nodes} on every node), or use hardware.nodes=1 hardware.devices={hw.nodes * hw.devices}"
+    ]
