@@ -39,6 +39,16 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         print(f"bigtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # a full disk or a read-only one while writing: one line too
+        from bigtrain.diskerrors import disk_error_line
+
+        line = disk_error_line(e, run_dir)
+        if line is None:
+            raise
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise BigtrainError(line) from None
+        print(f"bigtrain: error: {line}", file=sys.stderr)
+        sys.exit(2)
     if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
         # Optuna's sweeper minimises the number a job returns: the run's final validation loss.
         return (result or {}).get("final_val_loss", float("nan"))
