@@ -56,8 +56,9 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def precheck(args: list[str]) -> None:
-    """For a plain run (no flags, no sweep), compose once outside Hydra so a typo or wrong type ends in one
-    `bigtrain: error:` line instead of Hydra's multi-line report."""
+    """Before Hydra starts (it makes the run directory at once): flags that would be ignored and a run directory
+    given on the command line that cannot be one; then, for a plain run (no flags, no sweep), compose once outside
+    Hydra so a typo or wrong type ends in one `bigtrain: error:` line instead of Hydra's multi-line report."""
     from bigtrain.config.compose import compose_config
 
     try:
