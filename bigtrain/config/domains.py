@@ -105,7 +105,7 @@ DOMAINS: dict[str, Domain] = {
     "data.val_fraction": FRACTION_OPEN,
     "data.max_bytes": count(1),
     "data.num_workers": count(0, 1024),
-    "optim.lr": POSITIVE,
+    "optim.lr": Domain(0, None, low_open=True),  # any finite rate: a blow-up test uses 1e30 on purpose
     "optim.min_lr": NON_NEGATIVE,
     "optim.betas": PROBABILITY,  # each element
     "optim.eps": Domain(0, 1, low_open=True),
