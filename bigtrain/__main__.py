@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from bigtrain.config import register_configs
 from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
-from bigtrain.config.targets import check_command_line, check_launch
+from bigtrain.config.launch_checks import check_cli_shape, check_launch
 from bigtrain.errors import BigtrainError
 
 register_configs()
@@ -62,7 +62,7 @@ def precheck(args: list[str]) -> None:
     from bigtrain.config.compose import compose_config
 
     try:
-        check_command_line(args)
+        check_cli_shape(args)
         if any(a.startswith("-") for a in args):
             return
         compose_config([a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])

@@ -12,7 +12,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from bigtrain.config.compose import compose_config
-from bigtrain.config.targets import check_command_line
+from bigtrain.config.launch_checks import check_cli_shape
 from bigtrain.config.validate import validate
 from tests.conftest import REPO
 
@@ -64,7 +64,7 @@ def test_readme_has_commands():
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(c)[:60] or "(default)" for c in COMMANDS])
 def test_readme_command_composes_and_validates(args):
-    check_command_line(args)  # flags and a run dir given there, as the front door checks them first
+    check_cli_shape(args)  # flags and a run dir given there, as the front door checks them first
     if "--help" in args:
         return
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in FLAGS_WITH_VALUE]

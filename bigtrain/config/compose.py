@@ -48,7 +48,7 @@ def _schema_keys(path: str) -> list[str]:
 def compose_config(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
-    from bigtrain.config.targets import group_list_problems
+    from bigtrain.config.launch_checks import group_list_problems
 
     register_configs()
     problems = group_list_problems(list(overrides))

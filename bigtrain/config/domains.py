@@ -257,7 +257,7 @@ def domain_problems(cfg) -> list[str]:
             f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)}: not in bigtrain's schema (check the "
             f"spelling with `python -m bigtrain --cfg job`); free-form values go under notes, e.g. +notes.x=1"
         ]
-    from bigtrain.config.targets import data_cache_problems
+    from bigtrain.config.launch_checks import data_cache_problems
 
     p = _numeric_problems(tree) + _text_problems(tree)
     return p or data_cache_problems(cfg)

@@ -420,7 +420,7 @@ def validate(cfg, launching: bool = False, planning: bool = False) -> Sizes:
     # Values outside their domain first, alone: the cross-group rules below assume every value is inside it.
     problems = domain_problems(cfg) or problems_of(cfg, planning=planning)
     if launching and not problems:
-        from bigtrain.config.targets import multi_node_problems
+        from bigtrain.config.launch_checks import multi_node_problems
 
         problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg) + multi_node_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":

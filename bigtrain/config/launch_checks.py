@@ -1,5 +1,5 @@
-"""Filesystem targets and command-line shapes checked before anything heavy: the run directory, the data cache,
-and overrides that Hydra accepts but bigtrain cannot honour.
+"""Launch checks, before anything heavy: the run directory, the data cache, Hydra flags that would be ignored,
+several choices for one group, and multi-node launches without a cluster launcher.
 
 A run directory must be a folder of its own that this user can write: not the filesystem root, the home folder
 or a system folder (a plan once wrote `/plan.json`), not a file, not on a read-only mount. The check writes a real
@@ -119,7 +119,7 @@ def check_launch(overrides: list[str], run_dir: Path) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def check_command_line(args: list[str]) -> None:
+def check_cli_shape(args: list[str]) -> None:
     """Before Hydra starts (it makes the run directory at once): flags that would be ignored, and a run directory
     given on the command line that cannot be one."""
     from bigtrain.errors import ConfigError

@@ -1,5 +1,5 @@
 """Values outside their domain, unknown keys, unresolvable interpolations, bad run directories and command-line
-shapes each end in one line naming the value and what would be valid (bigtrain/config/domains.py, targets.py)."""
+shapes each end in one line naming the value and what would be valid (bigtrain/config/domains.py, launch_checks.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from bigtrain.config import validate
 from bigtrain.config.compose import compose_config
-from bigtrain.config.targets import check_command_line, check_launch, folder_problem
+from bigtrain.config.launch_checks import check_cli_shape, check_launch, folder_problem
 from bigtrain.errors import ConfigError
 from tests.conftest import run_bigtrain
 
@@ -75,12 +75,12 @@ def test_system_and_home_folders_are_not_run_dirs(folder):
 
 def test_command_line_shapes():
     with pytest.raises(ConfigError, match=r"-p/--package only selects what --cfg prints"):
-        check_command_line(["-p", "model"])
-    check_command_line(["--cfg", "job", "-p", "model"])
+        check_cli_shape(["-p", "model"])
+    check_cli_shape(["--cfg", "job", "-p", "model"])
     with pytest.raises(ConfigError, match=r"hydra.run.dir=/ is a system or home folder"):
-        check_command_line(["task=plan", "hydra.run.dir=/"])
+        check_cli_shape(["task=plan", "hydra.run.dir=/"])
     with pytest.raises(ConfigError, match=r"hydra.sweep.dir=/etc"):
-        check_command_line(["-m", "zero=0,1", "hydra.sweep.dir=/etc"])
+        check_cli_shape(["-m", "zero=0,1", "hydra.sweep.dir=/etc"])
     with pytest.raises(ConfigError, match=r"parallelism=\[ddp,single\] lists several parallelism choices"):
         check_launch(["parallelism=[ddp,single]"], Path("/tmp/x/run"))
 
