@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from bigtrain.config import register_configs
 from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
+from bigtrain.config.launch_checks import check_cli_shape, check_launch
 from bigtrain.errors import BigtrainError
 
 register_configs()
@@ -29,6 +30,7 @@ def main(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_launch(list(hydra_cfg.overrides.task), run_dir)
         result = run_task(cfg, run_dir)
     except BigtrainError as e:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -37,6 +39,16 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         print(f"bigtrain: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # a full disk or a read-only one while writing: one line too
+        from bigtrain.diskerrors import disk_error_line
+
+        line = disk_error_line(e, run_dir)
+        if line is None:
+            raise
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise BigtrainError(line) from None
+        print(f"bigtrain: error: {line}", file=sys.stderr)
+        sys.exit(2)
     if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
         # Optuna's sweeper minimises the number a job returns: the run's final validation loss.
         return (result or {}).get("final_val_loss", float("nan"))
@@ -44,13 +56,15 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def precheck(args: list[str]) -> None:
-    """For a plain run (no flags, no sweep), compose once outside Hydra so a typo or wrong type ends in one
-    `bigtrain: error:` line instead of Hydra's multi-line report."""
-    if any(a.startswith("-") for a in args):
-        return
+    """Before Hydra starts (it makes the run directory at once): flags that would be ignored and a run directory
+    given on the command line that cannot be one; then, for a plain run (no flags, no sweep), compose once outside
+    Hydra so a typo or wrong type ends in one `bigtrain: error:` line instead of Hydra's multi-line report."""
     from bigtrain.config.compose import compose_config
 
     try:
+        check_cli_shape(args)
+        if any(a.startswith("-") for a in args):
+            return
         # Hydra's own settings are Hydra's to check, except the search path: user config dirs hold groups too.
         keep = [
             a for a in args if a.startswith("hydra.searchpath=") or not a.lstrip("+~").startswith(("hydra.", "hydra/"))

@@ -48,7 +48,12 @@ def _schema_keys(path: str) -> list[str]:
 def compose_config(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
+    from bigtrain.config.launch_checks import group_list_problems
+
     register_configs()
+    problems = group_list_problems(list(overrides))
+    if problems:
+        raise ConfigError("; ".join(problems))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=quote_numeric_group_choices(list(overrides)))

@@ -385,9 +385,14 @@ def nvme_path_problems(cfg) -> list[str]:
 
 def validate(cfg, launching: bool = False, planning: bool = False) -> Layout:
     """Raise one ConfigError listing every broken rule; return the run's Layout when the config is valid."""
-    problems = problems_of(cfg, planning=planning)
+    from bigtrain.config.domains import domain_problems
+
+    # Values outside their domain first, alone: the cross-group rules below assume every value is inside it.
+    problems = domain_problems(cfg) or problems_of(cfg, planning=planning)
     if launching and not problems:
-        problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg)
+        from bigtrain.config.launch_checks import multi_node_problems
+
+        problems = local_device_problems(cfg) + wandb_problems(cfg) + nvme_path_problems(cfg) + multi_node_problems(cfg)
         if cfg.hardware.accelerator == "gpu" and not problems and cfg.parallelism.name == "single":
             import torch
 

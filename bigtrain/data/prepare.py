@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from bigtrain.data.corpus import is_validation, read_corpus
+from bigtrain.data.meta_schema import check_meta
 from bigtrain.data.tokenizer import ByteTokenizer, HFTokenizer, TiktokenGPT2, check_tokenizer_name
 from bigtrain.errors import DataError
+from bigtrain.tempfiles import remove_stale
 
-FORMAT_VERSION = 1
+# 2: tokenizer.json (tokenizer=bpe) is in the sha256 manifest.
+FORMAT_VERSION = 2
+STALE_PREPARE_S = 3600.0  # a preparation's temporary folder untouched this long, its process gone, is a leftover
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -50,6 +54,16 @@ def dataset_dir(data_cfg, fingerprint: str) -> Path:
 CHECKSUM_LIMIT = 1 << 30  # bytes: token files up to 1 GiB are checksummed on every load
 
 
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def manifest_files(meta: dict) -> tuple[str, ...]:
+    """The files meta.json must list with size and sha256: the token files, and the trained BPE (from format 2;
+    format 1 preparations predate its entry and are read as before)."""
+    bpe = isinstance(meta, dict) and meta.get("tokenizer") == "bpe" and meta.get("format_version", 1) >= 2
+    return ("train.bin", "val.bin", TOKENIZER_FILE) if bpe else ("train.bin", "val.bin")
+
+
 def read_meta(folder: Path, verify_checksums: bool = True) -> dict:
     """meta.json of a prepared dataset, after checking the token files are whole (sizes match)."""
     meta_path = folder / "meta.json"
@@ -59,21 +73,24 @@ def read_meta(folder: Path, verify_checksums: bool = True) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{meta_path} is corrupt ({e.msg}); delete {folder} and prepare again") from None
-    if meta.get("vocab_size", 0) > 2**16 and meta.get("dtype") == "uint16":
+    check_meta(meta, meta_path, manifest_files(meta))
+    if meta["vocab_size"] > 2**16 and meta["dtype"] == "uint16":
         raise DataError(
             f"{meta_path}: vocab_size {meta['vocab_size']} does not fit the uint16 token files (max 65536); "
             f"delete {folder} and prepare again (bigtrain stores such vocabularies as uint32)"
         )
-    for split in ("train", "val"):
-        f = folder / f"{split}.bin"
-        manifest = meta["files"][f"{split}.bin"]
+    for name in manifest_files(meta):
+        f = folder / name
+        manifest = meta["files"][name]
         if not f.is_file() or f.stat().st_size != manifest["bytes"]:
             actual = f.stat().st_size if f.is_file() else "missing"
             raise DataError(
                 f"{f} is {actual} bytes, meta.json says {manifest['bytes']}; delete {folder} and prepare again"
             )
-        # Checksums too, where that is cheap next to training (a full pass over a GB-scale file would not be).
-        if verify_checksums and manifest["bytes"] <= CHECKSUM_LIMIT and _sha256(f) != manifest["sha256"]:
+        # Checksums too, where that is cheap next to training (a full pass over a GB-scale file would not be); the
+        # tokenizer always (a corrupt or swapped one would only show at sampling, after training).
+        small = manifest["bytes"] <= CHECKSUM_LIMIT
+        if (verify_checksums and small or name == TOKENIZER_FILE) and _sha256(f) != manifest["sha256"]:
             raise DataError(
                 f"{f} does not match its sha256 in meta.json (corrupted); delete {folder} and prepare again"
             )
@@ -95,6 +112,8 @@ def prepare(data_cfg, progress: bool = True) -> Path:
     val_docs = [d.text for d in corpus.documents if is_validation(d.name, data_cfg.val_fraction)]
 
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    # Folders of killed preparations; the cache may be shared by several hosts, whose PIDs this one cannot see.
+    remove_stale(folder.parent, "*.tmp-*", min_age_s=STALE_PREPARE_S)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -102,7 +121,7 @@ def prepare(data_cfg, progress: bool = True) -> Path:
             tok, eot = ByteTokenizer(), None
         elif data_cfg.tokenizer == "bpe":
             tok = HFTokenizer.train(train_docs or val_docs, data_cfg.bpe_vocab_size)
-            tok.save(tmp / "tokenizer.json")
+            tok.save(tmp / TOKENIZER_FILE)
             eot = tok._tok.token_to_id("<|endoftext|>")
         else:
             tok, eot = TiktokenGPT2(data_cfg.tokenizer_path), 50256
@@ -132,7 +151,8 @@ def prepare(data_cfg, progress: bool = True) -> Path:
             "val_fraction": data_cfg.val_fraction,
             "files": {
                 name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-                for name in ("train.bin", "val.bin")
+                for name in ("train.bin", "val.bin", TOKENIZER_FILE)
+                if (tmp / name).is_file()
             },
             "prepare_s": round(time.perf_counter() - t0, 3),
         }

@@ -14,6 +14,7 @@ import numpy as np
 from bigtrain.errors import DataError
 
 TOKENIZERS = ("byte", "bpe", "gpt2")
+MAX_PIECE = 64  # characters: the longest run BPE training sees as one pre-token
 GPT2_VOCAB_BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe"
 GPT2_ENCODER_JSON_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
 
@@ -45,10 +46,19 @@ class HFTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> HFTokenizer:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        # Runs of more than MAX_PIECE non-space (or space) characters are cut into pieces of at most that length
+        # before the usual byte-level split: BPE training costs grow with the square of a piece's length, and a
+        # corpus without separators (minified code, base64, one repeated symbol) is otherwise one piece of
+        # megabytes (3 MB took minutes). Ordinary words are far shorter and split exactly as before.
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(rf"\S{{{MAX_PIECE}}}|\s{{{MAX_PIECE}}}"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,

@@ -59,9 +59,13 @@ def run(cfg, run_dir: Path) -> dict:
         )
         return fit_then_leave(load_run_config(run_dir), run_dir, started=started)
     from bigtrain.training.checkpointing import find_resume_checkpoint
+    from bigtrain.training.run_dir import claim
 
     # A requeued SLURM attempt resumes its own run directory, as resume=auto would.
     resume = cfg.resume or cfg.trainer.ckpt_path or ("auto" if requeued_checkpoint(run_dir) else None)
+    done = claim(run_dir, resume, cfg.trainer.max_steps)  # refuses a run dir holding another run
+    if done is not None:
+        return done  # resume=auto on a completed run: nothing to do, its summary untouched
     checkpoint = find_resume_checkpoint(resume, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     if cfg.init_from:
@@ -232,6 +236,10 @@ def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
         stop,
     ]
+    if cfg.resume:  # a validation due at the checkpoint step may not have run before the kill
+        from bigtrain.training.resume_validation import ValidateDueOnResume
+
+        callbacks.append(ValidateDueOnResume(tr.val_check_interval))
     if tr.progress:
         from bigtrain.training.progress import StepProgressBar
 
