@@ -26,7 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "atomic": set(),
     "safe_load": {"errors"},
-    "quantization": {"errors", "atomic", "model"},  # torchao int8 and its plain-tensor file  # the one weights-only checkpoint loader
+    "quantization": {
+        "errors",
+        "atomic",
+        "model",
+    },  # torchao int8 and its plain-tensor file  # the one weights-only checkpoint loader
     "model": set(),
     "data": {"errors"},
     "config": {"errors", "data", "model"},  # data: the tokenizer names validation accepts; model: shapes only

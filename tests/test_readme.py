@@ -22,7 +22,7 @@ def readme_commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     commands = []
     for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", text, re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a command continued with `\` is one line
             m = re.search(r"python -m bigtrain\b(.*)", line)
             if m:
                 # as the shell would expand $HOME (Hydra's grammar has no `~`: the shell must expand paths)
@@ -63,13 +63,21 @@ def test_readme_has_commands():
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(c)[:60] or "(default)" for c in COMMANDS])
-def test_readme_command_composes_and_validates(args):
+def test_readme_command_composes_and_validates(args, tmp_path):
     check_cli_shape(args)  # flags and a run dir given there, as the front door checks them first
     if "--help" in args:
         return
     overrides = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in FLAGS_WITH_VALUE]
     overrides = first_point([a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))])
+    user_recipe = None
+    if "--config-dir" in args:  # the user's own config folder: one holding the recipe the command names
+        user_recipe = next(a.split("=", 1)[1] for a in overrides if a.startswith("recipe="))
+        (tmp_path / "recipe").mkdir()
+        (tmp_path / "recipe" / f"{user_recipe}.yaml").write_text("# @package _global_\ntrainer:\n  max_steps: 7\n")
+        overrides.append(f"hydra.searchpath=[file://{tmp_path}]")
     cfg = compose_config(overrides)
+    if user_recipe:
+        assert cfg.trainer.max_steps == 7, "the recipe from the user's config dir did not take effect"
     if not {"--cfg", "-c"} & set(args):  # --cfg only prints the composed config
         validate(cfg, planning=cfg.task == "plan")
 
