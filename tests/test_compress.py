@@ -71,7 +71,7 @@ def test_kd_loss_limits():
     ("overrides", "message"),
     [
         (["task=distill", "teacher=x", "distill.alpha=1.5"], "distill.alpha=1.5 must be in [0, 1]"),
-        (["task=distill", "teacher=x", "distill.temperature=0"], "distill.temperature=0.0 must be > 0"),
+        (["task=distill", "teacher=x", "distill.temperature=0"], "distill.temperature=0.0 must be a positive number"),
         (["task=distill"], "task=distill needs teacher="),
         (["task=distill", "teacher=x", "parallelism=pipeline"], "task=distill runs data-parallel layouts only"),
         (["teacher=x"], "teacher=x is read by task=distill only"),

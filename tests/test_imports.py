@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
         "model",
     },  # torchao int8 and its plain-tensor file  # the one weights-only checkpoint loader
     "model": set(),
-    "data": {"errors"},
+    "data": {"errors", "atomic"},
     "config": {"errors", "data", "model"},  # data: the tokenizer names validation accepts; model: shapes only
     "plan": {"errors", "config", "model"},  # model: its torch-free shapes module only (checked below)
     "parallel": {"errors", "atomic", "config", "model", "safe_load"},
@@ -56,7 +56,8 @@ ALLOWED: dict[str, set[str]] = {
         "safe_load",
     },
     "worker": {"errors", "config", "tasks"},
-    "__main__": {"errors", "config", "tasks"},
+    "diskerrors": {"errors", "training"},  # a full or read-only disk as one line naming the newest checkpoint
+    "__main__": {"errors", "config", "tasks", "diskerrors"},
 }
 
 

@@ -30,7 +30,9 @@ REFUSED = {
     "huge-batch": (["trainer.global_batch_size=1099511627776"], "trainer.global_batch_size=1099511627776 must be in"),
     "unknown-key": (["+trainer.max_step=5"], "unknown key trainer.max_step: not in bigtrain's schema"),
     "unknown-top": (["+new.key=1"], "unknown key new: not in bigtrain's schema"),
-    "target-in-schema": (["+optim._target_=torch.optim.SGD"], "unknown key optim._target_"),
+    # refused twice over: not in the schema, and not on the _target_ allow-list (whose guard on Hydra's composition,
+    # once installed in this process by the CLI or an earlier test, speaks first)
+    "target-in-schema": (["+optim._target_=torch.optim.SGD"], ("unknown key optim._target_", "SGD is not allowed")),
     "interpolation": (["trainer.precision=${nope}"], "a value does not resolve: Interpolation key 'nope' not found"),
     "env-unset": (["logger.project=${oc.env:BIGTRAIN_NO_SUCH_VAR}"], "a value does not resolve"),
     "source-empty": (["data.source="], "data.source='' is empty"),
@@ -48,7 +50,8 @@ def test_refused_in_one_line(name):
     overrides, message = REFUSED[name]
     with pytest.raises(ConfigError) as info:
         validate(compose_config(overrides))
-    assert message in str(info.value), str(info.value)
+    messages = (message,) if isinstance(message, str) else message
+    assert any(m in str(info.value) for m in messages), str(info.value)
     assert "\n" not in str(info.value)
 
 

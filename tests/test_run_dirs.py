@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bigtrain.errors import ConfigError
-from bigtrain.tempfiles import pid_alive, remove_stale
+from bigtrain.atomic import pid_alive, remove_stale
 from bigtrain.training.run_dir import claim
 from tests.conftest import NANO, assert_ok, run_bigtrain
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from bigtrain.errors import ConfigError
-from bigtrain.tempfiles import remove_stale
+from bigtrain.atomic import remove_stale
 
 # What a training run writes into its directory; any of them means the directory holds a run.
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "checkpoints")
