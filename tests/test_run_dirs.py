@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from bigtrain.errors import ConfigError
 from bigtrain.atomic import pid_alive, remove_stale
+from bigtrain.errors import ConfigError
 from bigtrain.training.run_dir import claim
 from tests.conftest import NANO, assert_ok, run_bigtrain
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bigtrain.atomic import remove_stale
 from bigtrain.data.corpus import is_validation, read_corpus
 from bigtrain.data.meta_schema import check_meta
 from bigtrain.data.tokenizer import ByteTokenizer, HFTokenizer, TiktokenGPT2, check_tokenizer_name
 from bigtrain.errors import DataError
-from bigtrain.atomic import remove_stale
 
 # 2: tokenizer.json (tokenizer=bpe) is in the sha256 manifest.
 FORMAT_VERSION = 2

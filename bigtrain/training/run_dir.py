@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bigtrain.errors import ConfigError
 from bigtrain.atomic import remove_stale
+from bigtrain.errors import ConfigError
 
 # What a training run writes into its directory; any of them means the directory holds a run.
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "checkpoints")
