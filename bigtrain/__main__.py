@@ -1,7 +1,8 @@
 """`python -m bigtrain [overrides]`: compose the config with Hydra and run the chosen task.
 
-A BigtrainError (bad config, bad data) prints one line and exits with status 2; in a multirun sweep it is
-re-raised instead so Hydra marks that point failed and carries on with the others. Under the Optuna sweeper the
+A BigtrainError (bad config, bad data) prints one line and exits with status 2; in a multirun sweep the point
+prints its line and returns a FailedPoint, which the sweep callback records as failed while the others carry on
+(the sweep then exits 2 after its report). Under the Optuna sweeper the
 job returns its final validation loss, the objective.
 """
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 from bigtrain.config import register_configs
 from bigtrain.config.cli import CONF_DIR, quote_numeric_group_choices
 from bigtrain.config.launch_checks import check_cli_shape, check_launch
-from bigtrain.errors import BigtrainError
+from bigtrain.errors import BigtrainError, FailedPoint
 
 register_configs()
 
@@ -35,24 +36,30 @@ def main(cfg: DictConfig) -> dict | None:
     except BigtrainError as e:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # Hydra made it; a refused run leaves nothing behind
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise
-        print(f"bigtrain: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return refused(str(e), type(e).__name__, hydra_cfg)
     except Exception as e:  # a full disk or a read-only one while writing: one line too
         from bigtrain.diskerrors import disk_error_line
 
         line = disk_error_line(e, run_dir)
         if line is None:
             raise
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise BigtrainError(line) from None
-        print(f"bigtrain: error: {line}", file=sys.stderr)
-        sys.exit(2)
+        return refused(line, "BigtrainError", hydra_cfg)
     if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
         # Optuna's sweeper minimises the number a job returns: the run's final validation loss.
         return (result or {}).get("final_val_loss", float("nan"))
     return result
+
+
+def refused(line: str, kind: str, hydra_cfg) -> FailedPoint:
+    """One `bigtrain: error:` line; a plain run exits 2, a sweep point returns a FailedPoint (the others run on).
+    Under the Optuna sweeper the point fails as Hydra reports it: Optuna marks that trial failed and carries on."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        print(f"bigtrain: error: {line}", file=sys.stderr)
+        sys.exit(2)
+    if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+        raise BigtrainError(line)
+    print(f"bigtrain: error: sweep point {hydra_cfg.job.num}: {line}", file=sys.stderr, flush=True)
+    return FailedPoint(f"{kind}: {line}")
 
 
 def precheck(args: list[str]) -> None:

@@ -45,11 +45,14 @@ def assert_report_files(sweep_dir) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ddp_sweep_report_shows_the_failed_point_and_the_others_finish(tmp_path):
-    """Two processes per point (DDP on CPU); point 0 is refused by validation, point 1 still trains, the sweep
-    exits non-zero and the report (built at exit, since Hydra skips on_multirun_end after a failure) shows both."""
+    """Two processes per point (DDP on CPU); point 0 is refused by validation in one line (no Hydra traceback),
+    point 1 still trains, the report shows both and the sweep exits 2."""
     sweep_dir = tmp_path / "sweep"
     proc = sweep(sweep_dir, *NANO, "parallelism=ddp", "hardware.devices=2", "optim.lr=-1,0.004")
-    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr[-3000:]
+    assert "bigtrain: error: sweep point 0: optim.lr=-1.0 must be a positive number" in proc.stderr, proc.stderr
+    assert "bigtrain: error: sweep points 0 failed" in proc.stderr, proc.stderr
     assert "sweep report:" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_report_files(sweep_dir)
     failed, done = report_rows(sweep_dir)

@@ -2,9 +2,10 @@
 
 Runs in two places. In every job (the sweep process itself with the basic launcher, a SLURM task with submitit) it
 records the point's status.json; rank zero only, since under SLURM every task of a multi-task job runs the job
-function. In the sweep process it builds the report when the sweep ends. Hydra 1.3 calls `on_multirun_end` only
-when every point succeeded (its sweepers re-raise the first failed point once the batch is done), so the report is
-also built at interpreter exit when the sweep ended in an error: a failed point still gets its report row.
+function. In the sweep process it builds the report when the sweep ends. A point bigtrain refused returns a
+FailedPoint (bigtrain/__main__.py) and is recorded failed here; Hydra 1.3 calls `on_multirun_end` only when no point
+raised (its sweepers re-raise the first failed point once the batch is done), so the report is also built at
+interpreter exit when the sweep ended in another error: a failed point still gets its report row.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bigtrain.errors import FailedPoint
 from bigtrain.sweep.status import is_rank_zero, job_ended, job_started
 
 
@@ -46,7 +48,18 @@ class SweepReport(Callback):
             atexit.register(self._report_at_exit)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = self._pending
         self._report()
+        if sweep_dir is None or not sweep_dir.is_dir():
+            return
+        from bigtrain.sweep.points import read_points
+
+        failed = [p.name for p in read_points(sweep_dir, sweep_over=True) if p.status == "failed"]
+        if failed:
+            # Every point ran; the sweep still ends non-zero, as a failed run does (SystemExit: Hydra lets it
+            # through without a traceback).
+            print(f"bigtrain: error: sweep points {', '.join(failed)} failed (see the report)", file=sys.stderr)
+            sys.exit(2)
 
     def _report_at_exit(self) -> None:
         if self._pending is not None and self._pending.is_dir():
@@ -73,12 +86,13 @@ class SweepReport(Callback):
             return
         from hydra.core.utils import JobStatus
 
-        ok = job_return.status == JobStatus.COMPLETED
+        value = job_return._return_value  # (reading .return_value of a failed job would raise its error)
+        ok = job_return.status == JobStatus.COMPLETED and not isinstance(value, FailedPoint)
         if ok and is_rank_zero():
             job_ended(Path(config.hydra.runtime.output_dir), True)
         elif not ok:
             rank = os.environ.get("SLURM_PROCID", "0")
-            error = job_return._return_value
+            error = value.error if isinstance(value, FailedPoint) else value
             job_ended(Path(config.hydra.runtime.output_dir), False, error if rank == "0" else f"rank {rank}: {error}")
             if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
                 # The other tasks would wait for this one forever; end the step once submitit recorded the result.
