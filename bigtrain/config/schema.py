@@ -255,6 +255,9 @@ class PlanConfig:
     activation_recompute: str | None = None
     # Megatron sequence parallelism: shards the LayerNorm/dropout activations across the tp ranks too.
     sequence_parallel: bool = False
+    # How model states are counted: engine (what DeepSpeed / torch allocate) | paper (the ZeRO paper's formulas).
+    # The plan's JSON reports both totals whichever is used (model_states_bytes).
+    accounting: str = "engine"
     enforce: bool = True  # task=train refuses a config the plan says cannot fit; false: warn and go on
     max_nodes: int = 16  # search: node counts 1, 2, 4, ... up to this
     top: int = 10  # search: rows printed

@@ -36,6 +36,7 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("cpu", "gpu")
+PLAN_ACCOUNTINGS = ("engine", "paper")  # bigtrain/plan/memory.py's ACCOUNTINGS
 
 # The older name of the derived sizes (world, dp, accumulate): they are the Layout's now.
 Sizes = Layout
@@ -69,6 +70,8 @@ def _plan_problems(cfg) -> list[str]:
         p.append(
             f"plan.activation_recompute={pl.activation_recompute} is unknown; valid: {', '.join(ACTIVATION_RECOMPUTE)}"
         )
+    if pl.get("accounting", "engine") not in PLAN_ACCOUNTINGS:
+        p.append(f"plan.accounting={pl.accounting} is unknown; valid: {', '.join(PLAN_ACCOUNTINGS)}")
     _positive(p, **{"plan.max_nodes": pl.max_nodes, "plan.top": pl.top})
     return p
 

@@ -25,6 +25,9 @@ def plan_setup(s: Setup) -> dict:
         "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
         "largest_term": max(terms, key=per_device.__getitem__),
+        # plan.accounting counts the model states above; every accounting's device total, for comparison.
+        "accounting": s.accounting,
+        "model_states_bytes": {k: int(v) for k, v in memory.model_state_totals(s, n).items()},
         "host_memory_bytes": int(mem["host"]),
         "nvme_bytes": int(mem["nvme"]),
         "device_memory_bytes": int(s.device_memory_bytes),

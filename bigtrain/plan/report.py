@@ -30,6 +30,11 @@ def table(p: dict, title: str) -> str:
         if term not in mem:
             continue  # only a distillation has a teacher
         rows.append(f"  {term:<20}{gb(mem[term]):>12}   {f[term]}")
+    states = p["model_states_bytes"]
+    others = ", ".join(f"{k} {gb(v)}" for k, v in states.items() if k != p["accounting"])
+    rows.append(
+        f"  {'(model states)':<20}{gb(states[p['accounting']]):>12}   accounting={p['accounting']} (used above); {others}"
+    )
     status = "FITS" if p["fits"] else "DOES NOT FIT"
     rows += [
         f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "

@@ -59,6 +59,8 @@ class Setup:
     norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
     position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
     tie_embeddings: bool = True
+    # plan.accounting: how model states are counted (bigtrain/plan/memory.py: engine | paper)
+    accounting: str = "engine"
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -142,6 +144,7 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         mfu=float(plan.mfu) if plan is not None else 0.4,
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
+        accounting=str(plan.get("accounting", "engine")) if plan is not None else "engine",
     )
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
