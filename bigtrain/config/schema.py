@@ -255,9 +255,14 @@ class PlanConfig:
     activation_recompute: str | None = None
     # Megatron sequence parallelism: shards the LayerNorm/dropout activations across the tp ranks too.
     sequence_parallel: bool = False
-    # How model states are counted: engine (what DeepSpeed / torch allocate) | paper (the ZeRO paper's formulas).
-    # The plan's JSON reports both totals whichever is used (model_states_bytes).
+    # How model states are counted: engine (what DeepSpeed / torch allocate) | paper (the ZeRO paper's formulas) |
+    # deepspeed-estimator (DeepSpeed's estimate_zero2/3_model_states_mem_needs, GPU and host columns). The plan's
+    # JSON reports every total whichever is used (model_states_bytes).
     accounting: str = "engine"
+    # The estimator's arguments: the model is built under deepspeed.zero.Init (bigtrain does so at ZeRO-3), and
+    # DeepSpeed's additional_buffer_factor on its host figures.
+    zero_init: bool = True
+    additional_buffer_factor: float = 1.5
     enforce: bool = True  # task=train refuses a config the plan says cannot fit; false: warn and go on
     max_nodes: int = 16  # search: node counts 1, 2, 4, ... up to this
     top: int = 10  # search: rows printed

@@ -36,7 +36,7 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("cpu", "gpu")
-PLAN_ACCOUNTINGS = ("engine", "paper")  # bigtrain/plan/memory.py's ACCOUNTINGS
+PLAN_ACCOUNTINGS = ("engine", "paper", "deepspeed-estimator")  # bigtrain/plan/memory.py's ACCOUNTINGS
 
 # The older name of the derived sizes (world, dp, accumulate): they are the Layout's now.
 Sizes = Layout
@@ -72,6 +72,8 @@ def _plan_problems(cfg) -> list[str]:
         )
     if pl.get("accounting", "engine") not in PLAN_ACCOUNTINGS:
         p.append(f"plan.accounting={pl.accounting} is unknown; valid: {', '.join(PLAN_ACCOUNTINGS)}")
+    if pl.get("additional_buffer_factor", 1.5) < 1:
+        p.append(f"plan.additional_buffer_factor={pl.additional_buffer_factor} must be at least 1 (DeepSpeed's: 1.5)")
     _positive(p, **{"plan.max_nodes": pl.max_nodes, "plan.top": pl.top})
     return p
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bigtrain.plan import compute, memory
+from bigtrain.plan import compute, estimator, memory
 from bigtrain.plan.params import megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
 
@@ -28,6 +28,10 @@ def plan_setup(s: Setup) -> dict:
         # plan.accounting counts the model states above; every accounting's device total, for comparison.
         "accounting": s.accounting,
         "model_states_bytes": {k: int(v) for k, v in memory.model_state_totals(s, n).items()},
+        # DeepSpeed's own estimator columns for a ZeRO layout (GPU per device, CPU per node), whichever is used.
+        "deepspeed_estimate_bytes": (
+            {k: int(v) for k, v in estimator.estimate(s, n).items()} if estimator.applies(s) else None
+        ),
         "host_memory_bytes": int(mem["host"]),
         "nvme_bytes": int(mem["nvme"]),
         "device_memory_bytes": int(s.device_memory_bytes),

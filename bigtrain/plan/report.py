@@ -40,7 +40,7 @@ def table(p: dict, title: str) -> str:
         f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "
         f"({gb(p['device_memory_bytes'])} less {p['headroom']:.0%} headroom): {status}",
         f"  {'host per node':<20}{gb(p['host_memory_bytes']):>12}   of {gb(p['host_memory_capacity_bytes'])}; "
-        f"{f['host']}",
+        f"{f['host_deepspeed_estimator' if p['accounting'] == 'deepspeed-estimator' else 'host']}",
         f"  {'NVMe per node':<20}{gb(p['nvme_bytes']):>12}   of {gb(p['nvme_capacity_bytes'])}",
         f"  {'KV cache':<20}{gb(p['kv_cache_bytes_per_sequence']):>12}   per sequence when generating; {f['kv_cache']}",
         "",

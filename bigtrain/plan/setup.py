@@ -59,8 +59,11 @@ class Setup:
     norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
     position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
     tie_embeddings: bool = True
-    # plan.accounting: how model states are counted (bigtrain/plan/memory.py: engine | paper)
+    # plan.accounting: how model states are counted (bigtrain/plan/memory.py: engine | paper | deepspeed-estimator)
     accounting: str = "engine"
+    # DeepSpeed's estimator arguments (plan.accounting=deepspeed-estimator; bigtrain/plan/estimator.py)
+    zero_init: bool = True
+    additional_buffer_factor: float = 1.5
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -145,6 +148,8 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
         accounting=str(plan.get("accounting", "engine")) if plan is not None else "engine",
+        zero_init=bool(plan.get("zero_init", True)) if plan is not None else True,
+        additional_buffer_factor=float(plan.get("additional_buffer_factor", 1.5)) if plan is not None else 1.5,
     )
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
