@@ -44,6 +44,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # the output head reuses the token table
     # Recompute each block's activations in the backward pass (trades ~33% more compute for memory).
     activation_checkpointing: bool = False
+    # A model by size: 7.5e9 picks n_layer / n_head / n_embd (GPT-3's aspect, heads of 128) within 0.5% of it,
+    # replacing those of the model group before any task reads them (bigtrain/plan/sizing.py). null: the shape above.
+    n_params: float | None = None
     # The parameter count the source publishes, and where it comes from: tests hold the model to it.
     published_n_params: int | None = None
     source: str = ""
