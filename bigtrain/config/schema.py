@@ -250,6 +250,12 @@ class PlanConfig:
     # Assumed model FLOPs utilisation. 0.4 sits between the ~0.2-0.3 of GPT-3/Gopher/MT-NLG and PaLM's 0.462
     # (Chowdhery et al. 2022, "PaLM", Table 3); Megatron-LM reports 0.41-0.56 for 22B-1T (Korthikanti et al. 2022).
     mfu: float = 0.4
+    # A measured or published end-to-end rate, TFLOP/s per device of hardware FLOPs (recomputation included, like
+    # Megatron-LM's 140 for 175B on A100s), used instead of mfu: pipeline bubble and communication are inside it.
+    achieved_tflops: float | None = None
+    # A finished training run's directory: plan this config with the efficiency that run measured (its summary.json
+    # tokens/s over its own config's FLOPs and peak), carried to this hardware's peak (bigtrain/plan/from_run.py).
+    from_run: str | None = None
     # Fraction of device memory kept free for the CUDA context, allocator fragmentation and NCCL buffers.
     headroom: float = 0.1
     # Tokens to train on for time and cost; None: trainer.max_steps x global_batch_size x block_size.

@@ -59,6 +59,10 @@ def plan(cfg) -> dict:
     """Plan the composed config (call `validate(cfg, planning=True)` first for clear errors on bad input)."""
     s = setup_from(cfg)
     out = plan_setup(s)
+    if s.rate_source == "from_run":
+        from bigtrain.plan.from_run import measured
+
+        out["from_run"] = measured(cfg.plan.from_run)  # what the run measured, and the efficiency carried over
     out["max_n_layer_that_fits"] = max_n_layer_that_fits(s)
     return out
 

@@ -16,6 +16,22 @@ def _layout_line(lay: dict) -> str:
     )
 
 
+def _rate(p: dict) -> str:
+    """Where the rate came from when it was measured rather than assumed (plan.achieved_tflops, plan.from_run)."""
+    if p.get("rate_source", "mfu") == "mfu":
+        return ""
+    rate = f"; rate: {p['achieved_tflops_per_device']:.4g} TFLOP/s per device end to end"
+    if "from_run" in p:
+        r = p["from_run"]
+        rate += (
+            f" = efficiency {r['efficiency']:.4f} measured by {r['run_dir']} ({count(r['tokens_per_s'])} tokens/s of "
+            f"{r['model']} on {r['world']} x {r['hardware']}) x this hardware's peak"
+        )
+    else:
+        rate += " (plan.achieved_tflops)"
+    return rate
+
+
 def table(p: dict, title: str) -> str:
     mem, f = p["memory_per_device_bytes"], p["formulas"]
     rows = [
@@ -49,7 +65,7 @@ def table(p: dict, title: str) -> str:
         f"  step            {duration(p['step_time_s'])} (compute {duration(p['compute_time_s'])}, comm "
         f"{duration(p['comm_time_s'])} for {gb(p['comm_bytes_per_step'])}, offload {duration(p['offload_time_s'])}); "
         f"bound by {p['bound_by']}",
-        f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})",
+        f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})" + _rate(p),
         f"  training        {count(p['train_tokens'])} tokens = {p['train_flops']:.3e} FLOPs in "
         f"{duration(p['train_time_s'])}, {count(p['device_hours'])} device-hours, {usd(p['cost_usd'])}",
     ]
