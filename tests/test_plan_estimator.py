@@ -16,7 +16,8 @@ from bigtrain.plan.params import largest_module_params, n_params
 
 # Shapes of every kind the model supports: GPT-2 (tied, learned positions, biases), Llama 2 (SwiGLU, RMSNorm, rope,
 # untied head), GPT-3 175B; each on one (GPUs per node, nodes) layout and one DeepSpeed additional_buffer_factor.
-SHAPES = [("gpt2-124m", 8, 1, 1.5), ("gpt2-1.5b", 16, 4, 2.0), ("llama2-7b", 8, 2, 1.5), ("gpt3-175b", 8, 16, 1.25)]
+# 2 GPUs take the other side of both max() terms of the CPU columns (4 bytes x GPUs below 16 or 16/nodes).
+SHAPES = [("gpt2-124m", 2, 1, 1.5), ("gpt2-1.5b", 16, 4, 2.0), ("llama2-7b", 8, 2, 1.5), ("gpt3-175b", 8, 16, 1.25)]
 # Every ZeRO stage x every offload the estimators know (the offload group less NVMe, which they do not model),
 # and zero_init both ways where it matters (stage 3).
 CASES = [(1, "none"), (1, "cpu"), (2, "none"), (2, "cpu"), (3, "none"), (3, "cpu"), (3, "cpu-params")]
@@ -27,21 +28,39 @@ COMBOS = [
 ]
 
 
+# The offload group's files, as (optimizer, params) targets.
+OFFLOAD_TARGETS = {"none": ("none", "none"), "cpu": ("cpu", "none"), "cpu-params": ("cpu", "cpu")}
+
+
 def _setup(model, devices, nodes, stage, offload, zero_init, factor):
-    return setup(
+    """One composed config per shape; the stage, offload and estimator arguments varied on its Setup (composing
+    every combination would cost ~0.3 s each)."""
+    optimizer, params = OFFLOAD_TARGETS[offload]
+    s = setup(
         f"model={model}",
         "hardware=a100-80g-x8",
         f"hardware.devices={devices}",
         f"hardware.nodes={nodes}",
         "parallelism=deepspeed",
-        f"zero.stage={stage}",
-        f"offload={offload}",
         f"trainer.global_batch_size={devices * nodes}",
         "trainer.micro_batch_size=1",
         "plan.accounting=deepspeed-estimator",
-        f"plan.zero_init={str(zero_init).lower()}",
-        f"plan.additional_buffer_factor={factor}",
     )
+    return s.vary(
+        zero=stage,
+        offload_optimizer=optimizer,
+        offload_params=params,
+        zero_init=zero_init,
+        additional_buffer_factor=factor,
+    )
+
+
+def test_offload_targets_are_the_offload_groups():
+    for name, (optimizer, params) in OFFLOAD_TARGETS.items():
+        s = setup("parallelism=deepspeed", "zero.stage=3", f"offload={name}")
+        assert (s.offload_optimizer, s.offload_params) == (optimizer, params)
+    s = setup("parallelism=deepspeed", "plan.zero_init=false", "plan.additional_buffer_factor=2.0")
+    assert (s.zero_init, s.additional_buffer_factor) == (False, 2.0)
 
 
 def test_enough_combinations():
