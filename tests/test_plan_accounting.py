@@ -73,5 +73,7 @@ def test_paper_accounting_for_torch_ddp_is_the_engine_one():
 
 def test_unknown_accounting_is_one_clear_error():
     cfg = compose("task=plan", "plan.accounting=papr")
-    with pytest.raises(ConfigError, match=r"plan.accounting=papr is unknown; valid: engine, paper, deepspeed-estimator"):
+    with pytest.raises(
+        ConfigError, match=r"plan.accounting=papr is unknown; valid: engine, paper, deepspeed-estimator"
+    ):
         validate(cfg, planning=True)
