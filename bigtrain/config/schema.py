@@ -44,6 +44,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # the output head reuses the token table
     # Recompute each block's activations in the backward pass (trades ~33% more compute for memory).
     activation_checkpointing: bool = False
+    # A model by size: 7.5e9 picks n_layer / n_head / n_embd (GPT-3's aspect, heads of 128) within 0.5% of it,
+    # replacing those of the model group before any task reads them (bigtrain/plan/sizing.py). null: the shape above.
+    n_params: float | None = None
     # The parameter count the source publishes, and where it comes from: tests hold the model to it.
     published_n_params: int | None = None
     source: str = ""
@@ -247,6 +250,12 @@ class PlanConfig:
     # Assumed model FLOPs utilisation. 0.4 sits between the ~0.2-0.3 of GPT-3/Gopher/MT-NLG and PaLM's 0.462
     # (Chowdhery et al. 2022, "PaLM", Table 3); Megatron-LM reports 0.41-0.56 for 22B-1T (Korthikanti et al. 2022).
     mfu: float = 0.4
+    # A measured or published end-to-end rate, TFLOP/s per device of hardware FLOPs (recomputation included, like
+    # Megatron-LM's 140 for 175B on A100s), used instead of mfu: pipeline bubble and communication are inside it.
+    achieved_tflops: float | None = None
+    # A finished training run's directory: plan this config with the efficiency that run measured (its summary.json
+    # tokens/s over its own config's FLOPs and peak), carried to this hardware's peak (bigtrain/plan/from_run.py).
+    from_run: str | None = None
     # Fraction of device memory kept free for the CUDA context, allocator fragmentation and NCCL buffers.
     headroom: float = 0.1
     # Tokens to train on for time and cost; None: trainer.max_steps x global_batch_size x block_size.
@@ -255,6 +264,14 @@ class PlanConfig:
     activation_recompute: str | None = None
     # Megatron sequence parallelism: shards the LayerNorm/dropout activations across the tp ranks too.
     sequence_parallel: bool = False
+    # How model states are counted: engine (what DeepSpeed / torch allocate) | paper (the ZeRO paper's formulas) |
+    # deepspeed-estimator (DeepSpeed's estimate_zero2/3_model_states_mem_needs, GPU and host columns). The plan's
+    # JSON reports every total whichever is used (model_states_bytes).
+    accounting: str = "engine"
+    # The estimator's arguments: the model is built under deepspeed.zero.Init (bigtrain does so at ZeRO-3), and
+    # DeepSpeed's additional_buffer_factor on its host figures.
+    zero_init: bool = True
+    additional_buffer_factor: float = 1.5
     enforce: bool = True  # task=train refuses a config the plan says cannot fit; false: warn and go on
     max_nodes: int = 16  # search: node counts 1, 2, 4, ... up to this
     top: int = 10  # search: rows printed

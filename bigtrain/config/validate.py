@@ -36,6 +36,7 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 ACTIVATION_RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("cpu", "gpu")
+PLAN_ACCOUNTINGS = ("engine", "paper", "deepspeed-estimator")  # bigtrain/plan/memory.py's ACCOUNTINGS
 
 # The older name of the derived sizes (world, dp, accumulate): they are the Layout's now.
 Sizes = Layout
@@ -69,6 +70,16 @@ def _plan_problems(cfg) -> list[str]:
         p.append(
             f"plan.activation_recompute={pl.activation_recompute} is unknown; valid: {', '.join(ACTIVATION_RECOMPUTE)}"
         )
+    if pl.get("accounting", "engine") not in PLAN_ACCOUNTINGS:
+        p.append(f"plan.accounting={pl.accounting} is unknown; valid: {', '.join(PLAN_ACCOUNTINGS)}")
+    if pl.get("achieved_tflops") is not None and not pl.achieved_tflops > 0:
+        p.append(f"plan.achieved_tflops={pl.achieved_tflops} must be a positive TFLOP/s per device or null")
+    if pl.get("achieved_tflops") is not None and pl.get("from_run") is not None:
+        p.append(
+            f"plan.achieved_tflops={pl.achieved_tflops} and plan.from_run={pl.from_run} both set the rate; keep one"
+        )
+    if pl.get("additional_buffer_factor", 1.5) < 1:
+        p.append(f"plan.additional_buffer_factor={pl.additional_buffer_factor} must be at least 1 (DeepSpeed's: 1.5)")
     _positive(p, **{"plan.max_nodes": pl.max_nodes, "plan.top": pl.top})
     return p
 

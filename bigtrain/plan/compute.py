@@ -7,7 +7,9 @@ an untied input token table is a lookup and is left out (`params.matmul_params`)
 heads: each of the H heads scores T keys and mixes T values whether or not it shares them with its group.
 Hardware FLOPs add the recomputed forward pass: all of it with full recomputation (8N, as in Narayanan et al.
 2021's 96 B s l h^2 per iteration), the attention scores with selective recomputation (Korthikanti et al. 2022).
-Time: the devices execute the hardware FLOPs at `plan.mfu` of the datasheet peak (so `plan.mfu` is the MFU reached
+Time: with `plan.achieved_tflops` or `plan.from_run` (a measured end-to-end rate of hardware FLOPs per device, like
+Megatron-LM's X), the devices execute the hardware FLOPs at that rate, nothing added; otherwise at `plan.mfu` of the
+datasheet peak (so `plan.mfu` is the MFU reached
 without recomputation; recomputed FLOPs lower the effective MFU), stretched by the pipeline bubble (p - 1) / m
 (Narayanan et al. 2021, section 2.2) and followed by the tensor-parallel all-reduces / reduce-scatters of each
 layer (Korthikanti et al. 2022, section 4.2). Data-parallel communication and offload traffic are timed at the
@@ -26,6 +28,8 @@ FORMULAS = {
     "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
     "(1 + (pp-1)/m) + tp comm",
     "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp)",
+    "achieved_tflops": "plan.achieved_tflops / plan.from_run: compute = tokens x hw flops/token / (world x achieved "
+    "hardware FLOP/s per device), bubble and tp comm inside the measured rate (Megatron-LM's X, Narayanan 2021 sec. 5.1)",
     "offload_bytes_per_step": "PCIe: grads down + params up (optimizer offload), 2 param fetches (param offload)",
     "train_time_s": "train_tokens / tokens_per_s",
     "cost_usd": "world x train_time / 3600 x price_per_device_hour",
@@ -115,7 +119,10 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     bubble = pipeline_bubble(s)
     tp_bytes = tp_comm_bytes_per_step(s)
     tp_s = tp_bytes / s.intra_node_bandwidth if tp_bytes else 0.0
-    if s.peak_flops > 0:
+    if s.achieved_flops > 0:
+        # a measured end-to-end rate already holds the bubble and the tensor-parallel traffic
+        compute_s = tokens_per_step * hw_flops / (s.world * s.achieved_flops)
+    elif s.peak_flops > 0:
         compute_s = tokens_per_step * hw_flops / (s.world * s.peak_flops * s.mfu) * (1 + bubble) + tp_s
     else:
         compute_s = float("inf")
@@ -147,6 +154,8 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "step_time_s": step_s,
         "bound_by": "compute" if step_s == compute_s else "comm" if step_s == comm_s else "offload",
         "tokens_per_s": tokens_per_s,
+        "rate_source": s.rate_source,
+        "achieved_tflops_per_device": s.achieved_flops / 1e12 if s.achieved_flops else None,
         "mfu": achieved * model_flops,
         "hfu": achieved * hw_flops,
         "train_tokens": s.train_tokens,

@@ -22,11 +22,17 @@ optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam ste
 
 from __future__ import annotations
 
+from bigtrain.plan import estimator
 from bigtrain.plan.params import largest_module_params, persistent_params
 from bigtrain.plan.setup import Setup
 
+# plan.accounting: how model states are counted (config/validate.py holds the same names for its error line).
+ACCOUNTINGS = ("engine", "paper", "deepspeed-estimator")
+
 # How each number is computed, keyed as in `memory_per_device_bytes`; printed in the table and the JSON.
 FORMULAS = {
+    "accounting": "plan.accounting: engine = the partitions DeepSpeed/torch hold (tests/test_plan_measured.py); paper = ZeRO "
+    "paper sec. 5: 4P + 12P/Nd | 2P + 14P/Nd | 16P/Nd at stages 1 | 2 | 3; deepspeed-estimator = " + estimator.FORMULA,
     "params": "ZeRO: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
     "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed: 16-bit partition /dp at zero 1-3",
     "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
@@ -36,6 +42,8 @@ FORMULAS = {
     "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
     "teacher": "distill: P_bytes x N_teacher (whole on every rank) + one teacher layer's forward + logits, KD fp32 (b s V) x4",
     "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
+    "host_deepspeed_estimator": "DeepSpeed's estimator CPU column per node (fp32 states when offloaded, the fp32 model "
+    "each process builds unless zero_init) x additional_buffer_factor",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
 }
 
@@ -62,13 +70,26 @@ def activation_bytes_per_element(s: Setup) -> int:
     return 8 if p.startswith("64") else 4 if p in ("32", "32-true") else 2
 
 
-def model_states(s: Setup, n: int, accounting: str = "engine") -> dict[str, float]:
-    """Per-device bytes of parameters, gradients and optimizer states (device side only).
+def model_states(s: Setup, n: int, accounting: str | None = None) -> dict[str, float]:
+    """Per-device bytes of parameters, gradients and optimizer states (device side only), in the accounting asked
+    for (default: the Setup's `plan.accounting`):
+    - "engine": what the engine allocates: the paper's layout for torch DDP / single device, DeepSpeed's real
+      layout for a ZeRO engine (`deepspeed_states`);
+    - "paper": the ZeRO paper's formulas as published (`paper_states`);
+    - "deepspeed-estimator": DeepSpeed's estimate_zero2/3_model_states_mem_needs (bigtrain/plan/estimator.py)."""
+    accounting = accounting or s.accounting
+    if not estimator.applies(s) or accounting == "paper":
+        return paper_states(s, n)  # without a ZeRO engine the paper's layout is torch's own
+    if accounting == "deepspeed-estimator":
+        return estimator.estimator_states(s, n, gather_buffer(s))
+    return deepspeed_states(s, n)
 
-    accounting="paper": the ZeRO paper's formulas as published. accounting="engine" (what a plan reports): the
-    paper for torch DDP / single device, DeepSpeed's real layout for a ZeRO engine (see `deepspeed_states`)."""
-    if accounting == "engine" and s.sharded and s.zero >= 1:
-        return deepspeed_states(s, n)
+
+def paper_states(s: Setup, n: int) -> dict[str, float]:
+    """The ZeRO paper (Rajbhandari et al. 2020, section 5 and Figure 1) per device, with Psi = N/(tp*pp) and
+    mixed-precision Adam's 2 + 2 + K (K = 12): stage 0 (2 + 2 + K) Psi, stage 1 4 Psi + K Psi/Nd, stage 2
+    2 Psi + (2 + K) Psi/Nd, stage 3 (2 + 2 + K) Psi/Nd; other precisions put their own bytes in the same places
+    (`state_bytes`). Offloaded states leave the device (ZeRO-Offload)."""
     pb, gb, ob = state_bytes(s)
     shard = n / (s.tp * s.pp)  # parameters this model-parallel rank owns before data-parallel partitioning
     dp, z = s.dp, s.zero
@@ -82,6 +103,11 @@ def model_states(s: Setup, n: int, accounting: str = "engine") -> dict[str, floa
     if s.offload_params != "none":
         params = 0.0  # fetched per layer into the gather buffer (see buffers)
     return {"params": params, "grads": grads, "optimizer": optimizer}
+
+
+def model_state_totals(s: Setup, n: int) -> dict[str, float]:
+    """Device model-state bytes (params + grads + optimizer) under every accounting, for the plan's JSON."""
+    return {a: sum(model_states(s, n, a).values()) for a in ACCOUNTINGS}
 
 
 def deepspeed_states(s: Setup, n: int) -> dict[str, float]:
@@ -257,7 +283,7 @@ def teacher(s: Setup) -> float:
 
 def memory(s: Setup, n: int) -> dict[str, float]:
     """Per-device bytes by term (params, grads, optimizer, activations, buffers, teacher, total), host and NVMe per
-    node."""
+    node; model states in the Setup's accounting."""
     out = model_states(s, n)
     out["activations"] = activations(s)
     out["buffers"] = buffers(s, n)
@@ -265,6 +291,8 @@ def memory(s: Setup, n: int) -> dict[str, float]:
         out["teacher"] = teacher(s)
     out["total"] = sum(out.values())
     out["host"], out["nvme"] = offloaded(s, n)
+    if s.accounting == "deepspeed-estimator" and estimator.applies(s):
+        out["host"] = estimator.estimate(s, n)["cpu"]  # DeepSpeed's CPU column: per node, load-time copy included
     return out
 
 

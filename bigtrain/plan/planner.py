@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bigtrain.plan import compute, memory
+from bigtrain.plan import compute, estimator, memory
 from bigtrain.plan.params import megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
 
@@ -25,6 +25,13 @@ def plan_setup(s: Setup) -> dict:
         "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
         "largest_term": max(terms, key=per_device.__getitem__),
+        # plan.accounting counts the model states above; every accounting's device total, for comparison.
+        "accounting": s.accounting,
+        "model_states_bytes": {k: int(v) for k, v in memory.model_state_totals(s, n).items()},
+        # DeepSpeed's own estimator columns for a ZeRO layout (GPU per device, CPU per node), whichever is used.
+        "deepspeed_estimate_bytes": (
+            {k: int(v) for k, v in estimator.estimate(s, n).items()} if estimator.applies(s) else None
+        ),
         "host_memory_bytes": int(mem["host"]),
         "nvme_bytes": int(mem["nvme"]),
         "device_memory_bytes": int(s.device_memory_bytes),
@@ -52,6 +59,10 @@ def plan(cfg) -> dict:
     """Plan the composed config (call `validate(cfg, planning=True)` first for clear errors on bad input)."""
     s = setup_from(cfg)
     out = plan_setup(s)
+    if s.rate_source == "from_run":
+        from bigtrain.plan.from_run import measured
+
+        out["from_run"] = measured(cfg.plan.from_run)  # what the run measured, and the efficiency carried over
     out["max_n_layer_that_fits"] = max_n_layer_that_fits(s)
     return out
 

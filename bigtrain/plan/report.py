@@ -16,6 +16,22 @@ def _layout_line(lay: dict) -> str:
     )
 
 
+def _rate(p: dict) -> str:
+    """Where the rate came from when it was measured rather than assumed (plan.achieved_tflops, plan.from_run)."""
+    if p.get("rate_source", "mfu") == "mfu":
+        return ""
+    rate = f"; rate: {p['achieved_tflops_per_device']:.4g} TFLOP/s per device end to end"
+    if "from_run" in p:
+        r = p["from_run"]
+        rate += (
+            f" = efficiency {r['efficiency']:.4f} measured by {r['run_dir']} ({count(r['tokens_per_s'])} tokens/s of "
+            f"{r['model']} on {r['world']} x {r['hardware']}) x this hardware's peak"
+        )
+    else:
+        rate += " (plan.achieved_tflops)"
+    return rate
+
+
 def table(p: dict, title: str) -> str:
     mem, f = p["memory_per_device_bytes"], p["formulas"]
     rows = [
@@ -30,12 +46,17 @@ def table(p: dict, title: str) -> str:
         if term not in mem:
             continue  # only a distillation has a teacher
         rows.append(f"  {term:<20}{gb(mem[term]):>12}   {f[term]}")
+    states = p["model_states_bytes"]
+    others = ", ".join(f"{k} {gb(v)}" for k, v in states.items() if k != p["accounting"])
+    rows.append(
+        f"  {'(model states)':<20}{gb(states[p['accounting']]):>12}   accounting={p['accounting']} (used above); {others}"
+    )
     status = "FITS" if p["fits"] else "DOES NOT FIT"
     rows += [
         f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "
         f"({gb(p['device_memory_bytes'])} less {p['headroom']:.0%} headroom): {status}",
         f"  {'host per node':<20}{gb(p['host_memory_bytes']):>12}   of {gb(p['host_memory_capacity_bytes'])}; "
-        f"{f['host']}",
+        f"{f['host_deepspeed_estimator' if p['accounting'] == 'deepspeed-estimator' else 'host']}",
         f"  {'NVMe per node':<20}{gb(p['nvme_bytes']):>12}   of {gb(p['nvme_capacity_bytes'])}",
         f"  {'KV cache':<20}{gb(p['kv_cache_bytes_per_sequence']):>12}   per sequence when generating; {f['kv_cache']}",
         "",
@@ -44,7 +65,7 @@ def table(p: dict, title: str) -> str:
         f"  step            {duration(p['step_time_s'])} (compute {duration(p['compute_time_s'])}, comm "
         f"{duration(p['comm_time_s'])} for {gb(p['comm_bytes_per_step'])}, offload {duration(p['offload_time_s'])}); "
         f"bound by {p['bound_by']}",
-        f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})",
+        f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})" + _rate(p),
         f"  training        {count(p['train_tokens'])} tokens = {p['train_flops']:.3e} FLOPs in "
         f"{duration(p['train_time_s'])}, {count(p['device_hours'])} device-hours, {usd(p['cost_usd'])}",
     ]

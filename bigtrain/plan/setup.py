@@ -59,6 +59,15 @@ class Setup:
     norm: str = "layernorm"  # layernorm (gain + bias) | rmsnorm (gain only)
     position: str = "learned"  # learned (a block_size x n_embd table) | rope (no parameters)
     tie_embeddings: bool = True
+    # plan.accounting: how model states are counted (bigtrain/plan/memory.py: engine | paper | deepspeed-estimator)
+    accounting: str = "engine"
+    # DeepSpeed's estimator arguments (plan.accounting=deepspeed-estimator; bigtrain/plan/estimator.py)
+    zero_init: bool = True
+    additional_buffer_factor: float = 1.5
+    # A measured end-to-end rate (hardware FLOP/s per device: bubble and communication inside it) used instead of
+    # mfu x peak; 0: plan with mfu. rate_source says where it came from (mfu | achieved_tflops | from_run).
+    achieved_flops: float = 0.0
+    rate_source: str = "mfu"
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -142,11 +151,30 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         mfu=float(plan.mfu) if plan is not None else 0.4,
         headroom=float(plan.headroom) if plan is not None else 0.1,
         train_tokens=int(tokens or tr.max_steps * tr.global_batch_size * m.block_size),
+        accounting=str(plan.get("accounting", "engine")) if plan is not None else "engine",
+        zero_init=bool(plan.get("zero_init", True)) if plan is not None else True,
+        additional_buffer_factor=float(plan.get("additional_buffer_factor", 1.5)) if plan is not None else 1.5,
     )
+    setup = with_rate(setup, plan)
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
     if t is not None and t.name != "none":
         setup = replace(setup, teacher=replace(setup, **model_dims(t)))
+    return setup
+
+
+def with_rate(setup: Setup, plan) -> Setup:
+    """plan.achieved_tflops (per device, end to end) or plan.from_run (a finished run's measured efficiency, as a
+    fraction of this hardware's peak) as the Setup's achieved rate; neither: mfu is used."""
+    if plan is None:
+        return setup
+    if plan.get("achieved_tflops") is not None:
+        return replace(setup, achieved_flops=float(plan.achieved_tflops) * 1e12, rate_source="achieved_tflops")
+    if plan.get("from_run") is not None:
+        from bigtrain.plan.from_run import measured
+
+        efficiency = measured(plan.from_run)["efficiency"]
+        return replace(setup, achieved_flops=efficiency * setup.peak_flops, rate_source="from_run")
     return setup
 
 
