@@ -84,6 +84,7 @@ DOMAINS: dict[str, Domain] = {
     "model.ffn_multiple_of": count(1, 2**16),
     "model.ffn_dim_multiplier": Domain(0, 64, low_open=True),
     "model.rope_theta": Domain(0, 1e12, low_open=True),
+    "model.n_params": Domain(0, 1e15, low_open=True),  # a size to pick a shape for (plan/sizing.py)
     "model.n_kv_head": count(1, 4096),
     "parallelism.tp": count(1, 2**16),
     "parallelism.pp": count(1, 2**12),
@@ -141,6 +142,8 @@ DOMAINS: dict[str, Domain] = {
     "plan.train_tokens": count(1, 10**18),
     "plan.max_nodes": count(1, 2**20),
     "plan.top": count(1, 10**6),
+    "plan.achieved_tflops": Domain(0, 1e6, low_open=True),  # end-to-end per device
+    "plan.additional_buffer_factor": Domain(1, 100),  # DeepSpeed's estimators' factor, >= 1
     "distill.alpha": Domain(0, 1),
     "distill.temperature": Domain(0, 1e3, low_open=True),
     "quantize.eval_tokens": count(0),  # 0 skips the before/after comparison
