@@ -61,6 +61,7 @@ class ModelConfig:
     activation_checkpointing: bool = False
     # The parameter count the source publishes, and where it comes from: tests hold the model to it.
     published_n_params: int | None = None
+    published_n_active_params: int | None = None  # mixtures of experts: parameters one token passes through
     source: str = ""
 
 
