@@ -81,3 +81,40 @@ def test_consolidate_and_generate(trained, tmp_path):
     assert_ok(proc)
     saved = json.loads((gen / "generated.json").read_text())
     assert saved["prompt"] == "def" and len(saved["completions"]) == 1 and saved["completions"][0]
+
+
+TWO = [
+    "model=tiny-moe",
+    "model.n_layer=2",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.val_batches=1",
+    "trainer.global_batch_size=8",
+    "trainer.micro_batch_size=4",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress=false",
+    "trainer.sample_tokens=8",
+    "optim.warmup_steps=2",
+    *SMALL_DATA,
+]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("moe1") / "run"
+    # trainer.val_batches counts per rank: one process validates on the two batches the two ranks share out.
+    assert_ok(run_bigtrain(*TWO, "trainer.val_batches=2", run_dir=run_dir))
+    return read_summary(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [["parallelism=ddp"], ["parallelism=deepspeed", "zero=2"], ["parallelism=fsdp"]])
+def test_data_parallel_layouts_follow_the_single_process_run(one_process, layout, tmp_path):
+    """Every data-parallel strategy MoE allows (bigtrain/config/moe_rules.py) on 2 CPU processes: each rank routes
+    its own micro-batch with its own capacity, which is what one process accumulating the same two micro-batches
+    does, so the validation losses agree. (The routing means in summary.json are rank zero's micro-batches only.)"""
+    run_dir = tmp_path / "run"
+    assert_ok(run_bigtrain(*TWO, "hardware.devices=2", *layout, run_dir=run_dir))
+    s = read_summary(run_dir)
+    assert s["final_val_loss"] == pytest.approx(one_process["final_val_loss"], abs=1e-5)
+    assert s["world_size"] == 2 and s["moe_aux_loss_mean"] > 0
