@@ -163,6 +163,13 @@ class MoE(nn.Module):
             self.shared = Experts(1, n_embd, n_shared_experts * ffn, mlp, bias, residual_std)
         self.dropout = nn.Dropout(dropout)
         self.stats: dict[str, torch.Tensor] = {}
+        self.set_expert_compute(None)
+
+    def set_expert_compute(self, fn) -> None:
+        """What runs the (E, C, d) dispatch buffer through the experts: None, the local stacked experts; or a callable
+        that sends each expert's rows to the rank holding it and back (expert parallelism, bigtrain/parallel). Kept
+        out of the module tree (not a submodule), so state_dict keys stay those of the plain model."""
+        self.__dict__["_expert_compute"] = fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -175,7 +182,7 @@ class MoE(nn.Module):
         e, c = self.n_experts, r.capacity
         row = r.expert * c + r.slot  # row of each kept assignment in the flattened (E*C, d) buffer
         buffer = x.new_zeros(e * c, d).index_copy(0, row, x[r.token])
-        out = self.experts(buffer.view(e, c, d)).view(e * c, d)
+        out = (self._expert_compute or self.experts)(buffer.view(e, c, d)).view(e * c, d)
         y = x.new_zeros(n, d).index_add(0, r.token, out[row] * r.weight.to(x.dtype).unsqueeze(-1))
         if self.shared is not None:
             y = y + self.shared(x.unsqueeze(0)).squeeze(0)
