@@ -173,3 +173,18 @@ def test_dense_default_unchanged(kw, loss_value, n_tensors):
     _, loss = model(x, x.roll(-1, 1))
     assert loss.item() == loss_value
     assert len(model.state_dict()) == n_tensors
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """The router losses are read after the forward (GPT.moe_stats); recomputing the blocks in the backward pass
+    must not change what they or the loss contribute."""
+    grads = []
+    for ac in (False, True):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**SMALL, activation_checkpointing=ac, moe={"n_experts": 4}))
+        x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+        _, loss = model(x, x)
+        stats = model.moe_stats()
+        (loss + 0.01 * stats["aux_loss"] + 0.001 * stats["z_loss"]).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
