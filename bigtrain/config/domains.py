@@ -85,6 +85,15 @@ DOMAINS: dict[str, Domain] = {
     "model.ffn_dim_multiplier": Domain(0, 64, low_open=True),
     "model.rope_theta": Domain(0, 1e12, low_open=True),
     "model.n_params": Domain(0, 1e15, low_open=True),  # a size to pick a shape for (plan/sizing.py)
+    "model.published_n_active_params": count(1, 10**15),
+    "model.moe.n_experts": count(0, 4096),  # 0: dense
+    "model.moe.top_k": count(1, 4096),
+    "model.moe.capacity_factor": POSITIVE,
+    "model.moe.eval_capacity_factor": POSITIVE,
+    "model.moe.aux_loss_coef": NON_NEGATIVE,
+    "model.moe.z_loss_coef": NON_NEGATIVE,
+    "model.moe.every_n_layers": count(1, 4096),
+    "model.moe.n_shared_experts": count(0, 4096),
     "model.n_kv_head": count(1, 4096),
     "parallelism.tp": count(1, 2**16),
     "parallelism.pp": count(1, 2**12),

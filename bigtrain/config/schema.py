@@ -17,6 +17,20 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
+class MoEConfig:
+    # Mixture of experts (bigtrain/model/moe.py). n_experts=0: a dense model (every other key is then unused).
+    n_experts: int = 0
+    top_k: int = 2  # experts per token: 1 = Switch, 2 = GShard / Mixtral
+    # Assignments per expert = ceil(factor x top_k x tokens / n_experts); past it tokens skip the MLP (residual).
+    capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    aux_loss_coef: float = 0.01  # Switch load-balancing loss weight (coef x E x sum_i f_i P_i)
+    z_loss_coef: float = 0.001  # ST-MoE router z-loss weight
+    every_n_layers: int = 1  # block i is an MoE block when i % every_n_layers == 0
+    n_shared_experts: int = 0  # experts every token also goes through (DeepSeekMoE)
+
+
+@dataclass
 class ModelConfig:
     name: str = "tiny"
     n_layer: int = 4
@@ -42,6 +56,7 @@ class ModelConfig:
     # Key/value heads: None = n_head (multi-head), 1 (multi-query), a divisor of n_head between (grouped-query).
     n_kv_head: int | None = None
     tie_embeddings: bool = True  # the output head reuses the token table
+    moe: MoEConfig = field(default_factory=MoEConfig)
     # Recompute each block's activations in the backward pass (trades ~33% more compute for memory).
     activation_checkpointing: bool = False
     # A model by size: 7.5e9 picks n_layer / n_head / n_embd (GPT-3's aspect, heads of 128) within 0.5% of it,
@@ -49,6 +64,7 @@ class ModelConfig:
     n_params: float | None = None
     # The parameter count the source publishes, and where it comes from: tests hold the model to it.
     published_n_params: int | None = None
+    published_n_active_params: int | None = None  # mixtures of experts: parameters one token passes through
     source: str = ""
 
 

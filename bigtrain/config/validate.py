@@ -13,6 +13,7 @@ import tempfile
 # The Layout owns the strategy names (re-exported here, where the other valid values live).
 from bigtrain.config.layout import PARALLELISMS, PIPELINE_SCHEDULES, SHARDED_PARALLELISMS, Layout, layout_of
 from bigtrain.config.model_shape import model_shape_problems
+from bigtrain.config.moe_rules import moe_problems
 from bigtrain.data.tokenizer import TOKENIZERS
 from bigtrain.errors import ConfigError
 
@@ -177,6 +178,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
     if not 0.0 <= m.dropout < 1.0:
         p.append(f"model.dropout={m.dropout} must be in [0, 1)")
     p += model_shape_problems(m, par.tp)
+    p += moe_problems(m, par.name)
 
     if par.name not in PARALLELISMS:
         p.append(f"parallelism={par.name} is unknown; valid: {', '.join(PARALLELISMS)}")

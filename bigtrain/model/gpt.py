@@ -26,14 +26,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from bigtrain.model.moe import MoE
 from bigtrain.model.shapes import attn_width, ffn_hidden_size, head_dim_of
+
+
+@dataclass
+class MoESettings:
+    """Mixture of experts (bigtrain/model/moe.py); n_experts=0 is a dense model. Block i is an MoE block when
+    i % every_n_layers == 0 (Megatron-Core's moe_layer_freq convention)."""
+
+    n_experts: int = 0
+    top_k: int = 2
+    capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+    every_n_layers: int = 1
+    n_shared_experts: int = 0
 
 
 @dataclass
@@ -57,6 +73,14 @@ class GPTConfig:
     rope_theta: float = 10000.0  # rotary base (Llama 2: 1e4, Llama 3: 5e5)
     n_kv_head: int | None = None  # None: n_head (multi-head); 1: multi-query; between: grouped-query
     tie_embeddings: bool = True
+    moe: MoESettings = field(default_factory=MoESettings)
+
+    def __post_init__(self):
+        if not isinstance(self.moe, MoESettings):  # a config node or a checkpoint's plain dict
+            self.moe = MoESettings(**dict(self.moe or {}))
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.moe.n_experts > 0 and layer % self.moe.every_n_layers == 0
 
     @property
     def head_size(self) -> int:
@@ -251,7 +275,14 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config)
-        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+        if config.is_moe_layer(layer):
+            m = config.moe
+            self.mlp = MoE(
+                config.n_embd, config.ffn_dim, config.mlp, config.bias, config.n_layer, m.n_experts, m.top_k,
+                m.capacity_factor, m.eval_capacity_factor, m.n_shared_experts, config.dropout,
+            )  # fmt: skip
+        else:
+            self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
@@ -284,6 +315,14 @@ class GPT(nn.Module):
             if not self.config.tie_embeddings:
                 n -= self.transformer.wte.weight.numel()
         return n
+
+    def moe_stats(self) -> dict[str, torch.Tensor]:
+        """The last forward's routing, averaged over the MoE blocks: aux_loss and z_loss (with gradients, unweighted),
+        load (E,) and dropped_frac; empty for a dense model."""
+        layers = [m.stats for m in self.modules() if isinstance(m, MoE) and m.stats]
+        if not layers:
+            return {}
+        return {k: torch.stack([s[k] for s in layers]).mean(dim=0) for k in layers[0]}
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """idx: (B, T) token ids. Returns logits (B, T, vocab) and, with targets (B, T), the mean cross-entropy.

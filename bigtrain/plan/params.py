@@ -9,6 +9,7 @@ P = 12 l h^2 (1 + 13/(12 h) + (V + s)/(12 l h)), which is the same count less th
 
 from __future__ import annotations
 
+from bigtrain.plan.moe import inactive_params, mlp_params, moe_mlp_delta, n_moe_layers
 from bigtrain.plan.setup import Setup
 
 
@@ -32,13 +33,22 @@ def embedding_params(s: Setup) -> int:
 
 
 def n_params(s: Setup) -> int:
-    return s.n_layer * layer_params(s) + embedding_params(s) + norm_params(s)  # + final norm
+    """All parameters; an MoE block holds its router and experts instead of the dense MLP (bigtrain/plan/moe.py)."""
+    moe = n_moe_layers(s) * moe_mlp_delta(s)
+    return s.n_layer * layer_params(s) + moe + embedding_params(s) + norm_params(s)  # + final norm
+
+
+def active_params(s: Setup) -> int:
+    """Parameters one token passes through: n_params less the routed experts it is not sent to (= n_params when
+    dense)."""
+    return n_params(s) - inactive_params(s)
 
 
 def matmul_params(s: Setup, n: int) -> int:
     """Parameters that multiply activations (the 6N of FLOPs): all of them but an untied input token table, which
-    is a lookup (tied, the table is also the output layer's matrix and counts once)."""
-    return n - (0 if s.tie_embeddings else s.vocab_size * s.n_embd)
+    is a lookup (tied, the table is also the output layer's matrix and counts once), and but the experts a token
+    is not routed to (a mixture of experts' FLOPs follow its active parameters)."""
+    return n - (0 if s.tie_embeddings else s.vocab_size * s.n_embd) - inactive_params(s)
 
 
 def megatron_n_params(s: Setup) -> int:
@@ -53,18 +63,29 @@ def largest_module_params(s: Setup) -> int:
     q/k/v projection."""
     h, b, f = s.n_embd, int(s.bias), s.ffn
     qkv = s.n_head * s.head_dim + 2 * s.kv_heads * s.head_dim
-    return max(s.vocab_size * h, f * h + f * b, h * qkv + qkv * b)
+    experts = s.n_experts * mlp_params(s, f) if s.n_experts else 0  # one module holds all experts, stacked
+    return max(s.vocab_size * h, f * h + f * b, h * qkv + qkv * b, experts)
 
 
 def tensor_sizes(s: Setup) -> list[tuple[int, int]]:
     """(numel, how many) for every parameter tensor of the model, tied ones once."""
     h, a, kv, f, b = s.n_embd, s.n_head * s.head_dim, s.kv_heads * s.head_dim, s.ffn, bool(s.bias)
     n_in = 2 if s.mlp == "swiglu" else 1  # matrices that widen to f (SwiGLU: gate and up)
-    per_layer = [(h * (a + 2 * kv), 1), (a * h, 1), (h * f, n_in), (f * h, 1), (h, 2)]  # matrices, norm gains
+    per_layer = [(h * (a + 2 * kv), 1), (a * h, 1), (h, 2)]  # attention matrices, norm gains
+    mlp = [(h * f, n_in), (f * h, 1)]  # a dense block's MLP
     if b:
-        per_layer += [(a + 2 * kv, 1), (h, 1), (f, n_in), (h, 1)]  # linear biases
+        per_layer += [(a + 2 * kv, 1), (h, 1)]  # attention biases
         per_layer += [(h, 2)] if s.norm == "layernorm" else []  # LayerNorm biases
+        mlp += [(f, n_in), (h, 1)]
+    moe = n_moe_layers(s)
     sizes = [(numel, count * s.n_layer) for numel, count in per_layer]
+    sizes += [(numel, count * (s.n_layer - moe)) for numel, count in mlp]
+    if moe:  # router, stacked experts (one tensor per matrix kind), the shared experts' MLP
+        e, sh = s.n_experts, s.n_shared_experts * f
+        sizes += [(e * h, moe), (e * h * f, n_in * moe), (e * f * h, moe)]
+        sizes += [(e * f, n_in * moe), (e * h, moe)] if b else []
+        if sh:
+            sizes += [(h * sh, n_in * moe), (sh * h, moe)] + ([(sh, n_in * moe), (h, moe)] if b else [])
     sizes += [(s.vocab_size * h, 1 if s.tie_embeddings else 2)]  # wte (= lm_head when tied)
     sizes += [(s.block_size * h, 1)] if s.position == "learned" else []  # wpe
     sizes += [(h, 1 + int(b and s.norm == "layernorm"))]  # final norm

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bigtrain.plan import compute, estimator, memory
-from bigtrain.plan.params import megatron_n_params, n_params
+from bigtrain.plan.moe import expert_params, expert_state_bytes_per_rank
+from bigtrain.plan.params import active_params, megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
 
 MEMORY_TERMS = ("params", "grads", "optimizer", "activations", "buffers")
@@ -22,6 +23,7 @@ def plan_setup(s: Setup) -> dict:
         "n_params": n,
         # Narayanan et al.'s closed form describes GPT's shape only (4h GELU MLP, as many k/v heads as q heads).
         "n_params_megatron": megatron_n_params(s) if _gpt_shaped(s) else None,
+        **moe_entry(s),
         "layout": layout_entry(s),
         "memory_per_device_bytes": per_device,
         "largest_term": max(terms, key=per_device.__getitem__),
@@ -43,6 +45,18 @@ def plan_setup(s: Setup) -> dict:
         "kv_cache_bytes_per_sequence": int(memory.kv_cache_bytes(s)),
         **compute.timing(s, n),
         "formulas": {**memory.FORMULAS, **compute.FORMULAS},
+    }
+
+
+def moe_entry(s: Setup) -> dict:
+    """A mixture of experts' parameters: active per token (what FLOPs count), the routed experts', and the bytes of
+    the experts' states one rank holds (empty for a dense model)."""
+    if not s.n_experts:
+        return {}
+    return {
+        "n_params_active": active_params(s),
+        "n_expert_params": expert_params(s),
+        "expert_state_bytes_per_rank": int(expert_state_bytes_per_rank(s, memory.state_bytes(s))),
     }
 
 

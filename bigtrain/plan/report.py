@@ -37,7 +37,13 @@ def table(p: dict, title: str) -> str:
     rows = [
         f"bigtrain plan: {title}",
         f"  parameters      {count(p['n_params'])}"
-        + (f" (Megatron-LM formula: {count(p['n_params_megatron'])})" if p["n_params_megatron"] else ""),
+        + (f" (Megatron-LM formula: {count(p['n_params_megatron'])})" if p["n_params_megatron"] else "")
+        + (
+            f"; {count(p['n_params_active'])} active per token, experts {count(p['n_expert_params'])} "
+            f"({gb(p['expert_state_bytes_per_rank'])} of expert states per rank)"
+            if "n_params_active" in p
+            else ""
+        ),
         f"  layout          {_layout_line(p['layout'])}",
         "",
         f"  {'memory per device':<20}{'':>12}   formula",

@@ -68,6 +68,12 @@ class Setup:
     # mfu x peak; 0: plan with mfu. rate_source says where it came from (mfu | achieved_tflops | from_run).
     achieved_flops: float = 0.0
     rate_source: str = "mfu"
+    # Mixture of experts (model.moe): routed experts per MoE block (0: dense), experts per token, which blocks
+    # (i % moe_every == 0), experts every token also passes through.
+    n_experts: int = 0
+    top_k: int = 1
+    moe_every: int = 1
+    n_shared_experts: int = 0
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -194,4 +200,17 @@ def model_dims(m) -> dict:
         norm=str(m.get("norm", "layernorm")),
         position=str(m.get("position", "learned")),
         tie_embeddings=bool(m.get("tie_embeddings", True)),
+        **moe_dims(m),
+    )
+
+
+def moe_dims(m) -> dict:
+    moe = m.get("moe") or {}
+    if not moe.get("n_experts"):
+        return {}
+    return dict(
+        n_experts=int(moe["n_experts"]),
+        top_k=int(moe.get("top_k", 2)),
+        moe_every=int(moe.get("every_n_layers", 1)),
+        n_shared_experts=int(moe.get("n_shared_experts", 0)),
     )

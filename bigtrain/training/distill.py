@@ -96,6 +96,7 @@ class DistillGPTModule(GPTLightningModule):
         in_optimizer = sum(id(p) in ids for g in optimizer.param_groups for p in g["params"])
         with_state = sum(id(p) in ids for p in optimizer.state)
         return {
+            **super().summary_facts(),  # a mixture-of-experts student's routing means
             "teacher": self.teacher_path,
             "distill_alpha": self.alpha,
             "distill_temperature": self.temperature,

@@ -47,6 +47,7 @@ class GPTLightningModule(pl.LightningModule):
         self.tokens_per_step = tokens_per_step  # global: global_batch_size x block_size
         self.model: GPT | None = None
         self.val_history: list[tuple[int, float]] = []  # (step, val loss) in order
+        self.moe_totals: dict[str, torch.Tensor] = {}  # routing metrics summed over steps (MoE models)
 
     def configure_model(self) -> None:
         if self.model is None:  # Lightning may call this more than once (e.g. on resume)
@@ -70,6 +71,11 @@ class GPTLightningModule(pl.LightningModule):
         x, y = batch
         _, loss = self.model(x, y)
         self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        moe = getattr(self.model, "moe_stats", dict)()
+        if moe:  # train/loss stays the language-model loss, comparable with a dense run's
+            from bigtrain.training.moe_metrics import add_router_losses
+
+            loss = add_router_losses(self, loss, moe)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -99,6 +105,12 @@ class GPTLightningModule(pl.LightningModule):
                 if hasattr(norm, "full_tensor"):  # a DTensor (tensor parallel): reduce the partial norms
                     norm = norm.full_tensor()
                 self.log("train/grad_norm", norm, rank_zero_only=True)
+
+    def summary_facts(self) -> dict:
+        """Facts for summary.json beyond the common ones: a mixture of experts' routing means (empty if dense)."""
+        from bigtrain.training.moe_metrics import moe_summary
+
+        return moe_summary(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Everything an exact resume needs beyond Lightning's own state: the validation history (so the summary
