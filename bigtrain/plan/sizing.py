@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bigtrain.errors import ConfigError
 from bigtrain.model.shapes import ffn_hidden_size
 from bigtrain.plan.params import n_params
+from bigtrain.plan.setup import moe_dims
 
 HEAD_DIM = 128  # GPT-3 6.7B-175B, Llama, PaLM
 ASPECT = 128  # n_embd / n_layer of GPT-3 6.7B (128), 13B (128.5), 175B (128)
@@ -41,6 +42,11 @@ class _Shape:
     norm: str
     position: str
     tie_embeddings: bool
+    # a mixture of experts' (plan/setup.py moe_dims; 0 experts: dense)
+    n_experts: int = 0
+    top_k: int = 1
+    moe_every: int = 1
+    n_shared_experts: int = 0
 
     kv_heads = property(lambda self: self.n_kv_head or self.n_head)
     ffn = property(lambda self: self.ffn_hidden_size)
@@ -65,6 +71,7 @@ def _shape(m, n_layer: int, n_embd: int) -> _Shape:
         norm=str(m.get("norm", "layernorm")),
         position=str(m.get("position", "learned")),
         tie_embeddings=bool(m.get("tie_embeddings", True)),
+        **moe_dims(m),
     )
 
 
