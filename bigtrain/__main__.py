@@ -63,13 +63,11 @@ def refused(line: str, kind: str, hydra_cfg) -> FailedPoint:
 
 
 def precheck(args: list[str]) -> None:
-    """Before Hydra starts (it makes the run directory at once): flags that would be ignored and a run directory
-    given on the command line that cannot be one; then, for a plain run (no flags, no sweep), compose once outside
-    Hydra so a typo or wrong type ends in one `bigtrain: error:` line instead of Hydra's multi-line report."""
+    """Before Hydra starts (it makes the run directory at once), for a plain run (no flags, no sweep): compose once
+    outside Hydra so a typo or wrong type ends in one `bigtrain: error:` line instead of Hydra's multi-line report."""
     from bigtrain.config.compose import compose_config
 
     try:
-        check_cli_shape(args)
         if any(a.startswith("-") for a in args):
             return
         # Hydra's own settings are Hydra's to check, except the search path: user config dirs hold groups too.
@@ -99,8 +97,19 @@ def check_targets(args: list[str]) -> bool:
     return composed
 
 
+def check_shape(args: list[str]) -> None:
+    """Flags that would be ignored (`-p` without `--cfg`) and a run directory that cannot be one: first of all,
+    before any composition (a run would start otherwise) and before Hydra makes the run directory."""
+    try:
+        check_cli_shape(args)
+    except BigtrainError as e:
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_group_choices(sys.argv[1:])
+    check_shape(sys.argv[1:])
     if not check_targets(sys.argv[1:]):
         precheck(sys.argv[1:])
     main()

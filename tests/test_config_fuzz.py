@@ -164,6 +164,8 @@ def _same(actual, expected) -> bool:
             return _same(actual, float(expected))
         except ValueError:
             return False
+    if isinstance(actual, bool) and not isinstance(expected, bool) and str(expected).lstrip("-").isdigit():
+        return actual == (int(expected) != 0)  # OmegaConf stores an int given to a bool field as its truth value
     if isinstance(actual, bool) and isinstance(expected, str):  # OmegaConf reads yes/no/on/off as YAML does
         return actual == (expected.lower() in ("yes", "true", "on", "y"))
     if isinstance(expected, list) and isinstance(actual, list):
