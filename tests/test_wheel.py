@@ -26,18 +26,24 @@ def installed(tmp_path_factory):
     shutil.copytree(REPO / "bigtrain", src / "bigtrain", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
+    # Without the tests' PYTHONPATH: it names the checkout, whose bigtrain.egg-info (left by `pip install -e .`)
+    # would make pip find bigtrain "already installed" and skip the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(
-        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)], check=True
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(src)],
+        check=True,
+        env=env,
     )
     (wheel,) = (root / "dist").glob("bigtrain-*.whl")
     env_dir = root / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    subprocess.run([*pip, "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    # --ignore-installed: into the venv even though the interpreter it extends has bigtrain (editable) too
+    install = [*pip, "--python", str(python), "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
+    subprocess.run([*install, str(wheel)], check=True, env=env)
     work = root / "empty"  # the user's folder: nothing of the checkout in it
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return python, work, env
 
 
