@@ -76,5 +76,9 @@ def record_teacher_model(cfg, teacher) -> None:
     node = cfg.distill.teacher_model
     node.name = str(name)
     for key, value in fields.items():
-        if key in node:
+        if key in node and isinstance(value, dict):  # a nested settings block (model.moe): key by key
+            for sub, v in value.items():
+                if sub in node[key]:
+                    node[key][sub] = v
+        elif key in node:
             node[key] = value
