@@ -2,6 +2,6 @@
 
 from bigtrain.config.layout import Layout, layout_of
 from bigtrain.config.schema import BigtrainConfig, register_configs
-from bigtrain.config.validate import Sizes, sizes, validate
+from bigtrain.config.validate import validate
 
-__all__ = ["BigtrainConfig", "Layout", "Sizes", "layout_of", "register_configs", "sizes", "validate"]
+__all__ = ["BigtrainConfig", "Layout", "layout_of", "register_configs", "validate"]

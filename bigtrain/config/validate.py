@@ -39,10 +39,6 @@ PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed",
 ACCELERATORS = ("cpu", "gpu")
 PLAN_ACCOUNTINGS = ("engine", "paper", "deepspeed-estimator")  # bigtrain/plan/memory.py's ACCOUNTINGS
 
-# The older name of the derived sizes (world, dp, accumulate): they are the Layout's now.
-Sizes = Layout
-sizes = layout_of
-
 
 def _positive(problems: list[str], **values) -> None:
     for key, value in values.items():
