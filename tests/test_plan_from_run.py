@@ -72,6 +72,14 @@ def test_bad_rate_inputs_are_one_clear_error(tmp_path):
     (run / "summary.json").write_text(json.dumps({"tokens_per_s": None}))
     with pytest.raises(ConfigError, match=r"no measured tokens_per_s"):
         setup_from(compose("task=plan", f"plan.from_run={run}"))
+    for damaged in ("{not json", "[1]", '{"tokens_per_s": "fast"}'):  # a user's file: one line, never a traceback
+        (run / "summary.json").write_text(damaged)
+        with pytest.raises(ConfigError, match=r"plan.from_run=.*(cannot be read|no measured tokens_per_s)"):
+            setup_from(compose("task=plan", f"plan.from_run={run}"))
+    (run / "summary.json").write_text(json.dumps({"tokens_per_s": 5.0}))
+    (run / "config.yaml").write_text("trainer: [\n")
+    with pytest.raises(ConfigError, match=r"plan.from_run=.*its run files cannot be read"):
+        setup_from(compose("task=plan", f"plan.from_run={run}"))
     with pytest.raises(ConfigError, match=r"both set the rate"):
         validate(compose("task=plan", "plan.achieved_tflops=100", f"plan.from_run={run}"), planning=True)
     with pytest.raises(ConfigError, match=r"plan.achieved_tflops=-1.0 must be a positive"):

@@ -34,11 +34,17 @@ def measured(run_dir: str | Path) -> dict:
                 f"plan.from_run={run_dir}: {f.name} is missing there; give the directory of a finished training run "
                 f"(it holds summary.json and {CONFIG_FILE})"
             )
-    summary = json.loads(summary_file.read_text())
-    tokens_per_s = summary.get("tokens_per_s")
-    if not tokens_per_s or tokens_per_s <= 0:
+    try:  # files a user points at: damaged ones end in one line
+        summary = json.loads(summary_file.read_text())
+        cfg = load_run_config(run)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise ConfigError(
+            f"plan.from_run={run_dir}: its run files cannot be read ({type(e).__name__}: {reason})"
+        ) from None
+    tokens_per_s = summary.get("tokens_per_s") if isinstance(summary, dict) else None
+    if not isinstance(tokens_per_s, int | float) or tokens_per_s <= 0:
         raise ConfigError(f"plan.from_run={run_dir}: summary.json has no measured tokens_per_s ({tokens_per_s})")
-    cfg = load_run_config(run)
     cfg.plan.from_run = None  # the run's own rate assumption is not the measurement
     cfg.plan.achieved_tflops = None
     s = setup_from(cfg)
