@@ -40,6 +40,9 @@ class Layout:
     micro_batch_size: int = 1  # sequences per forward pass per rank
     global_batch_size: int = 1  # sequences per optimizer step, all data-parallel ranks together
     schedule: str = "gpipe"  # pipeline schedule (parallelism=pipeline)
+    # Interleaved 1F1B (Narayanan et al. 2021, sec. 2.2.2): model chunks per pipeline rank, each of
+    # n_layer / (pp x virtual_stages) layers; 1: the plain schedule. Planned only (bigtrain/plan/schedule.py).
+    virtual_stages: int = 1
     fsdp: bool = False  # parallelism=tp also shards over its data axis (FSDP2)
     # Derived in __post_init__ (never passed; `replace` recomputes them).
     world: int = field(init=False)
@@ -118,6 +121,7 @@ class Layout:
             ("parallelism.tp", self.tp),
             ("parallelism.pp", self.pp),
             ("parallelism.ep", self.ep),
+            ("parallelism.virtual_stages", self.virtual_stages),
         ):
             if value is None or value <= 0:
                 p.append(f"{key}={value} must be a positive number")
@@ -141,6 +145,19 @@ class Layout:
                 f"dp({self.dp}) x tp({self.tp}) x pp({self.pp}) = {self.dp * self.tp * self.pp} != device count "
                 f"{self.world} (hardware.devices={self.devices} x hardware.nodes={self.nodes}); use a device count "
                 f"that is a multiple of tp x pp = {self.tp * self.pp}"
+            )
+        if self.virtual_stages > 1 and self.pp <= 1:
+            p.append(
+                f"parallelism.virtual_stages={self.virtual_stages} interleaves pipeline stages but parallelism.pp="
+                f"{self.pp}; use parallelism.pp>1 or parallelism.virtual_stages=1"
+            )
+        elif self.virtual_stages > 1 and self.accumulate % self.pp != 0:
+            # Megatron-LM's rule (schedules.py): its interleaved schedule cycles micro-batches in groups of pp.
+            p.append(
+                f"parallelism.virtual_stages={self.virtual_stages} (interleaved 1F1B) needs the micro-batches per step "
+                f"to be a multiple of pp={self.pp}, but trainer.global_batch_size={self.global_batch_size} / "
+                f"(micro_batch_size={self.micro_batch_size} x dp={self.dp}) = {self.accumulate}; use a global batch "
+                f"of {self.micro_batch_size * self.dp * self.pp * max(1, -(-self.accumulate // self.pp))}"
             )
         if self.pipelined and self.schedule == "1f1b" and 0 < self.accumulate < self.pp:
             p.append(
@@ -192,6 +209,7 @@ class Layout:
             "global_batch_size": self.global_batch_size,
             "accumulate": self.accumulate,
             "pipeline_microbatches": self.pipeline_microbatches,
+            "virtual_stages": self.virtual_stages,
         }
 
 
@@ -221,4 +239,5 @@ def layout_of(cfg) -> Layout:
         global_batch_size=tr.global_batch_size,
         schedule=str(par.get("schedule", "gpipe")),
         fsdp=bool(par.get("fsdp", False)),
+        virtual_stages=int(par.get("virtual_stages", 1)),
     )

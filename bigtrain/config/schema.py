@@ -81,6 +81,9 @@ class ParallelismConfig:
     fsdp: bool = False
     # parallelism=pipeline: the micro-batch schedule, gpipe (all forwards, then all backwards) or 1f1b.
     schedule: str = "gpipe"
+    # Interleaved 1F1B (Narayanan et al. 2021, sec. 2.2.2): model chunks per pipeline rank; the bubble shrinks to
+    # (pp-1)/(v x m) and the first stage holds 1 + (pp-1)/(pp x v) times more activations. Planned (task=plan) only.
+    virtual_stages: int = 1
 
 
 @dataclass
@@ -128,6 +131,20 @@ class HardwareConfig:
     host_device_bandwidth_gbps: float = 16.0
     nvme_bandwidth_gbps: float = 2.0
     nvme_capacity_gib: float = 0.0
+    # Node-level shared links and achieved fractions (bigtrain/plan/bandwidth.py; each hardware file says where its
+    # values come from). The host<->device bandwidth all of a node's devices share at once (the PCIe switches'
+    # uplinks to the CPU sockets); None: no shared cap, each device gets host_device_bandwidth_gbps.
+    pcie_node_bandwidth_gbps: float | None = None
+    # Fraction of the datasheet intra-/inter-node bandwidth that collectives reach (nccl-tests' bus bandwidth over
+    # the datasheet); 1.0: the datasheet figure.
+    intra_node_efficiency: float = 1.0
+    inter_node_efficiency: float = 1.0
+    # The host's side of optimizer offload: CPU cores per node, DeepSpeed's CPU Adam rate per core (fp32 elements
+    # per second; measured with DeepSpeedCPUAdam, bigtrain/plan/schedule.py) and the host's memory bandwidth (GB/s
+    # per node; None: no cap), which bounds CPU Adam on many-core hosts.
+    host_cores: int = 1
+    cpu_adam_elements_per_s_per_core: float = 4.0e8
+    host_memory_bandwidth_gbps: float | None = None
     precision: str = "32-true"  # the default training precision on this hardware
     cpus_per_device: int = 1  # for the SLURM launcher
     # SLURM (hydra/launcher=slurm): the partition to submit to (None: the cluster's default) and the time limit.
@@ -280,6 +297,10 @@ class PlanConfig:
     activation_recompute: str | None = None
     # Megatron sequence parallelism: shards the LayerNorm/dropout activations across the tp ranks too.
     sequence_parallel: bool = False
+    # Offload the activations kept for the backward pass to host memory (DeepSpeed's cpu_checkpointing with
+    # recomputation, torch's save_on_cpu without): device memory falls to the working layers, PCIe carries them
+    # down and back every micro-batch (bigtrain/plan/schedule.py).
+    activation_offload: bool = False
     # How model states are counted: engine (what DeepSpeed / torch allocate) | paper (the ZeRO paper's formulas) |
     # deepspeed-estimator (DeepSpeed's estimate_zero2/3_model_states_mem_needs, GPU and host columns). The plan's
     # JSON reports every total whichever is used (model_states_bytes).
@@ -325,6 +346,9 @@ class BigtrainConfig:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     # task=report: the multirun directory whose comparison report to (re)build.
     sweep_dir: str | None = None
+    # task=report: training run directories to compare planned with measured (the calibration report); with
+    # sweep_dir, its points are added.
+    runs: list[str] = field(default_factory=list)
     # Free-form notes a recipe carries (its expected result); not read by code.
     notes: dict[str, Any] = field(default_factory=dict)
 

@@ -107,6 +107,7 @@ def _model_parallel_problems(cfg, planning: bool = False) -> list[str]:
         p.append(
             f"parallelism.pp={par.pp} exceeds model.n_layer={m.n_layer}: a stage needs a block; use pp<={m.n_layer}"
         )
+    p += _virtual_stage_problems(m, par, planning)
     if par.name == "pipeline":
         if par.schedule not in PIPELINE_SCHEDULES:
             p.append(f"parallelism.schedule={par.schedule} is unknown; valid: {', '.join(PIPELINE_SCHEDULES)}")
@@ -115,6 +116,28 @@ def _model_parallel_problems(cfg, planning: bool = False) -> list[str]:
                 f"zero.stage={cfg.zero.stage} shards gradients across data-parallel ranks, which pipeline parallelism "
                 f"cannot combine with (DeepSpeed refuses it too); use zero.stage 0 or 1 with parallelism=pipeline"
             )
+    return p
+
+
+def _virtual_stage_problems(m, par, planning: bool) -> list[str]:
+    """Interleaved 1F1B (parallelism.virtual_stages): every model chunk gets the same whole number of layers, as
+    Megatron-LM requires (num_layers_per_virtual_pipeline_stage); the Layout checks pp > 1 and the micro-batches."""
+    v = par.get("virtual_stages", 1)
+    p: list[str] = []
+    if v is None or v <= 1 or par.pp <= 0 or m.n_layer <= 0:
+        return p
+    if m.n_layer % (par.pp * v) != 0:
+        valid = [d for d in range(1, m.n_layer // par.pp + 1) if m.n_layer % (par.pp * d) == 0]
+        p.append(
+            f"parallelism.virtual_stages={v} x parallelism.pp={par.pp} = {par.pp * v} model chunks do not divide "
+            f"model.n_layer={m.n_layer} into equal chunks; valid virtual_stages for pp={par.pp}: "
+            f"{', '.join(map(str, valid)) or 'none (n_layer is not a multiple of pp)'}"
+        )
+    if not planning:
+        p.append(
+            f"parallelism.virtual_stages={v}: bigtrain's pipeline runs one stage per rank (the interleaved schedule "
+            f"is planned, not run); use task=plan, or parallelism.virtual_stages=1"
+        )
     return p
 
 

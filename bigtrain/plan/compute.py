@@ -18,6 +18,7 @@ hardware's bandwidths and assumed to overlap with compute: a step takes the long
 
 from __future__ import annotations
 
+from bigtrain.plan import bandwidth, memory, schedule
 from bigtrain.plan.params import matmul_params
 from bigtrain.plan.setup import Setup
 
@@ -25,12 +26,13 @@ FORMULAS = {
     "flops_per_token": "PaLM app. B: 6N + 12 L H Q T (model FLOPs, forward + backward) [+ distill: teacher forward "
     "2N_t + 4 L_t H_t Q_t T]",
     "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
-    "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
-    "(1 + (pp-1)/m) + tp comm",
+    "step_time_s": "max(compute, comm, offload) + optimizer_step (serial under optimizer offload); compute = "
+    "tokens x hw flops/token / (world x peak x mfu) x (1 + bubble) + tp comm",
     "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp)",
     "achieved_tflops": "plan.achieved_tflops / plan.from_run: compute = tokens x hw flops/token / (world x achieved "
     "hardware FLOP/s per device), bubble and tp comm inside the measured rate (Megatron-LM's X, Narayanan 2021 sec. 5.1)",
-    "offload_bytes_per_step": "PCIe: grads down + params up (optimizer offload), 2 param fetches (param offload)",
+    "offload_bytes_per_step": "PCIe per device: grads down + params up (optimizer offload), 2 param fetches per "
+    "micro-batch (param offload), activations down and up (activation offload); at the shared PCIe bandwidth",
     "train_time_s": "train_tokens / tokens_per_s",
     "cost_usd": "world x train_time / 3600 x price_per_device_hour",
 }
@@ -79,8 +81,8 @@ def comm_bytes_per_step(s: Setup, n: int) -> float:
 
 
 def comm_bandwidth(s: Setup) -> float:
-    """Data-parallel groups span nodes once tp x pp x dp ranks exceed one node."""
-    return s.inter_node_bandwidth if s.nodes > 1 and s.world > s.devices else s.intra_node_bandwidth
+    """Data-parallel groups span nodes once tp x pp x dp ranks exceed one node (achieved, not datasheet)."""
+    return bandwidth.inter_node(s) if s.nodes > 1 and s.world > s.devices else bandwidth.intra_node(s)
 
 
 def offload_bytes_per_step(s: Setup, n: int) -> tuple[float, float]:
@@ -99,8 +101,8 @@ def offload_bytes_per_step(s: Setup, n: int) -> tuple[float, float]:
 
 
 def pipeline_bubble(s: Setup) -> float:
-    """Idle fraction of the 1F1B schedule relative to useful time: (p - 1) / m, m micro-batches per step."""
-    return (s.pp - 1) / s.accumulate
+    """Idle fraction of the schedule relative to useful time: (p - 1)/(v m) (schedule.py)."""
+    return schedule.pipeline_bubble(s)
 
 
 def tp_comm_bytes_per_step(s: Setup) -> float:
@@ -118,7 +120,7 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     hw_flops = hardware_flops_per_token(s, n)
     bubble = pipeline_bubble(s)
     tp_bytes = tp_comm_bytes_per_step(s)
-    tp_s = tp_bytes / s.intra_node_bandwidth if tp_bytes else 0.0
+    tp_s = tp_bytes / bandwidth.intra_node(s) if tp_bytes else 0.0
     if s.achieved_flops > 0:
         # a measured end-to-end rate already holds the bubble and the tensor-parallel traffic
         compute_s = tokens_per_step * hw_flops / (s.world * s.achieved_flops)
@@ -129,8 +131,22 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     comm_bytes = comm_bytes_per_step(s, n)
     comm_s = comm_bytes / comm_bandwidth(s) if comm_bytes else 0.0
     pcie, nvme = offload_bytes_per_step(s, n)
-    offload_s = max(pcie / s.host_device_bandwidth if pcie else 0.0, nvme / s.nvme_bandwidth if nvme else 0.0)
-    step_s = max(compute_s, comm_s, offload_s)
+    # Serial after the backward pass (schedule.py): the updated 16-bit parameters' copy up and the NVMe states'
+    # reads and writes of an offloaded optimizer; the rest of the offload traffic overlaps with compute.
+    upload = 2 * n / (s.tp * s.pp * s.dp) if s.offload_optimizer != "none" else 0.0
+    nvme_states = 2 * 16 * n / (s.tp * s.pp * s.dp) * bandwidth.ranks_per_node(s) if s.offload_optimizer == "nvme" else 0.0
+    kept, _ = memory.activation_parts(s)
+    act_bytes = schedule.activation_offload_bytes(s, kept)
+    pcie += act_bytes
+    pcie_bw = bandwidth.pcie_per_device(s)
+    overlapped_pcie, overlapped_nvme = pcie - upload, nvme - nvme_states
+    offload_s = max(
+        overlapped_pcie / pcie_bw if overlapped_pcie > 0 else 0.0,
+        overlapped_nvme / s.nvme_bandwidth if overlapped_nvme > 0 else 0.0,
+    )
+    cpu_adam_s = schedule.cpu_adam_time(s, n)
+    optimizer_s = schedule.optimizer_step_time(s, n, upload, nvme_states)
+    step_s = max(compute_s, comm_s, offload_s) + optimizer_s
     tokens_per_s = tokens_per_step / step_s
     train_time_s = s.train_tokens / tokens_per_s
     device_hours = train_time_s * s.world / 3600
@@ -151,8 +167,12 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "offload_bytes_per_step": pcie,
         "nvme_bytes_per_step": nvme,
         "offload_time_s": offload_s,
+        "activation_offload_bytes_per_step": act_bytes,
+        "cpu_adam_time_s": cpu_adam_s,
+        "optimizer_step_time_s": optimizer_s,
         "step_time_s": step_s,
-        "bound_by": "compute" if step_s == compute_s else "comm" if step_s == comm_s else "offload",
+        "bound_by": _bound_by(compute_s, comm_s, offload_s, optimizer_s),
+        "bandwidth_bytes_per_s": bandwidth.bandwidths(s),
         "tokens_per_s": tokens_per_s,
         "rate_source": s.rate_source,
         "achieved_tflops_per_device": s.achieved_flops / 1e12 if s.achieved_flops else None,
@@ -165,3 +185,9 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "device_hours": device_hours,
         "cost_usd": device_hours * s.price_per_device_hour,
     }
+
+
+def _bound_by(compute_s: float, comm_s: float, offload_s: float, optimizer_s: float) -> str:
+    """The largest part of the step: the overlapped compute / comm / offload, or the serial optimizer step."""
+    parts = {"compute": compute_s, "comm": comm_s, "offload": offload_s, "optimizer_step": optimizer_s}
+    return max(parts, key=parts.__getitem__)

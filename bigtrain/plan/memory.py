@@ -22,7 +22,7 @@ optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam ste
 
 from __future__ import annotations
 
-from bigtrain.plan import estimator
+from bigtrain.plan import estimator, schedule
 from bigtrain.plan.params import largest_module_params, persistent_params
 from bigtrain.plan.setup import Setup
 
@@ -45,6 +45,8 @@ FORMULAS = {
     "host_deepspeed_estimator": "DeepSpeed's estimator CPU column per node (fp32 states when offloaded, the fp32 model "
     "each process builds unless zero_init) x additional_buffer_factor",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
+    "activations_in_flight": "kept activations x schedule's in-flight factor (1F1B 1, interleaved 1 + (pp-1)/(pp v), "
+    "GPipe m/pp) + working set; plan.activation_offload: 2 layers kept, the rest on the host (x ranks per node)",
 }
 
 
@@ -186,7 +188,26 @@ def layer_activation_terms(s: Setup) -> dict[str, float]:
 
 
 def activations(s: Setup) -> float:
-    """Korthikanti et al. 2022, per device, scaled from their 2-byte activations to the training precision."""
+    """Korthikanti et al. 2022, per device, scaled from their 2-byte activations to the training precision: the
+    kept activations of the micro-batches in flight (schedule.in_flight_factor; two layers' worth when offloaded to
+    the host, schedule.offload_resident) plus the working set."""
+    kept, working = activation_parts(s)
+    kept_device = schedule.offload_resident(s, kept) if s.activation_offload else kept * schedule.in_flight_factor(s)
+    return kept_device + working
+
+
+def offloaded_activations(s: Setup) -> float:
+    """Host bytes per device under plan.activation_offload: what the device would keep in flight (0 without)."""
+    if not s.activation_offload:
+        return 0.0
+    kept, _ = activation_parts(s)
+    return kept * schedule.in_flight_factor(s)
+
+
+def activation_parts(s: Setup) -> tuple[float, float]:
+    """(kept, working) activation bytes per device: kept = what n_layer layers keep for their backward pass for one
+    micro-batch (1F1B's first stage: pp micro-batches of n_layer/pp layers), working = one layer being recomputed
+    (full recomputation) plus Korthikanti eq. 5's embedding and output-layer terms."""
     sq, b, h, t, L = s.block_size, s.micro_batch_size, s.n_embd, s.tp, s.n_layer
     sbh = sq * b * h
     sp = s.sequence_parallel and t > 1
@@ -194,23 +215,24 @@ def activations(s: Setup) -> float:
     replicated = sum(terms[k] for k in REPLICATED_TERMS)  # Korthikanti's 10sbh
     sharded = sum(v for k, v in terms.items() if k not in REPLICATED_TERMS and k != "scores")  # their 24sbh
     scores = terms["scores"]  # 5as^2b: what selective recomputation drops
+    working = 0.0
     if s.recompute == "full":
         # Only each layer's input is kept (2sbh, /t with sequence parallelism), plus one layer being recomputed.
         kept = L * 2 * sbh / (t if sp else 1)
         working = (replicated + sharded + scores) / t if sp else replicated + (sharded + scores) / t
-        per_device = kept + working
     elif s.recompute == "selective":
         per_layer = (replicated + sharded) / t if sp else replicated + sharded / t
-        per_device = L * per_layer
+        kept = L * per_layer
     else:
         per_layer = (replicated + sharded + scores) / t if sp else replicated + (sharded + scores) / t
-        per_device = L * per_layer
+        kept = L * per_layer
     # Korthikanti eq. 5's extras: embedding dropout mask (first stage holds pp micro-batches) and, on the last stage,
     # the final LayerNorm, output layer and fp32 cross-entropy over the vocabulary: 4sbh/t (1 + v/h).
-    per_device += sbh * s.pp / t
+    working += sbh * s.pp / t
     if s.pp == 1:
-        per_device += 4 * sbh / t * (1 + s.vocab_size / h)
-    return per_device * activation_bytes_per_element(s) / 2
+        working += 4 * sbh / t * (1 + s.vocab_size / h)
+    scale = activation_bytes_per_element(s) / 2
+    return kept * scale, working * scale
 
 
 def kv_cache_bytes(s: Setup, batch: int = 1, length: int | None = None, bytes_per_element: int = 2) -> float:
@@ -293,6 +315,7 @@ def memory(s: Setup, n: int) -> dict[str, float]:
     out["host"], out["nvme"] = offloaded(s, n)
     if s.accounting == "deepspeed-estimator" and estimator.applies(s):
         out["host"] = estimator.estimate(s, n)["cpu"]  # DeepSpeed's CPU column: per node, load-time copy included
+    out["host"] += offloaded_activations(s) * min(s.devices, s.world)  # plan.activation_offload, per node
     return out
 
 

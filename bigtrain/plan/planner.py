@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bigtrain.plan import compute, estimator, memory
+from bigtrain.plan import bandwidth, compute, estimator, memory, schedule
 from bigtrain.plan.moe import expert_params, expert_state_bytes_per_rank
 from bigtrain.plan.params import active_params, megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
@@ -44,7 +44,7 @@ def plan_setup(s: Setup) -> dict:
         "fits": memory.fits(s, mem),
         "kv_cache_bytes_per_sequence": int(memory.kv_cache_bytes(s)),
         **compute.timing(s, n),
-        "formulas": {**memory.FORMULAS, **compute.FORMULAS},
+        "formulas": {**memory.FORMULAS, **compute.FORMULAS, **schedule.FORMULAS, **bandwidth.FORMULAS},
     }
 
 

@@ -32,6 +32,34 @@ def _rate(p: dict) -> str:
     return rate
 
 
+def _schedule_rows(p: dict) -> list[str]:
+    """The schedule and bandwidth terms of the step (bigtrain/plan/schedule.py, bandwidth.py), each with its formula;
+    terms that are zero for this layout are left out, the bandwidths always shown."""
+    f, bw, rows = p["formulas"], p["bandwidth_bytes_per_s"], []
+    if p["layout"]["pp"] > 1:
+        rows.append(
+            f"  {'bubble':<16}{p['pipeline_bubble']:.2%} (virtual_stages={p['layout']['virtual_stages']}); "
+            f"{f['pipeline_bubble']}; activations: {f['pipeline_in_flight']}"
+        )
+    if p["activation_offload_bytes_per_step"]:
+        rows.append(
+            f"  {'act. offload':<16}{gb(p['activation_offload_bytes_per_step'])} per device per step over PCIe; "
+            f"{f['activation_offload']}"
+        )
+    if p["optimizer_step_time_s"]:
+        rows.append(
+            f"  {'optimizer step':<16}{duration(p['optimizer_step_time_s'])} serial (CPU Adam "
+            f"{duration(p['cpu_adam_time_s'])}): {f['optimizer_step_time_s']}; CPU Adam: {f['cpu_adam_time_s']}"
+        )
+    rows.append(
+        f"  {'bandwidth':<16}collectives {bw['intra_node_bandwidth'] / 1e9:,.1f} GB/s in / "
+        f"{bw['inter_node_bandwidth'] / 1e9:,.1f} GB/s between nodes, PCIe {bw['pcie_bandwidth_per_device'] / 1e9:,.1f}"
+        f" GB/s per device, NVMe {bw['nvme_bandwidth_per_node'] / 1e9:,.1f} GB/s per node; "
+        f"{f['pcie_bandwidth_per_device']}; {f['intra_node_bandwidth']}"
+    )
+    return rows
+
+
 def table(p: dict, title: str) -> str:
     mem, f = p["memory_per_device_bytes"], p["formulas"]
     rows = [
@@ -71,6 +99,7 @@ def table(p: dict, title: str) -> str:
         f"  step            {duration(p['step_time_s'])} (compute {duration(p['compute_time_s'])}, comm "
         f"{duration(p['comm_time_s'])} for {gb(p['comm_bytes_per_step'])}, offload {duration(p['offload_time_s'])}); "
         f"bound by {p['bound_by']}",
+        *_schedule_rows(p),
         f"  throughput      {count(p['tokens_per_s'])} tokens/s at mfu {p['mfu']:.2f} (hfu {p['hfu']:.2f})" + _rate(p),
         f"  training        {count(p['train_tokens'])} tokens = {p['train_flops']:.3e} FLOPs in "
         f"{duration(p['train_time_s'])}, {count(p['device_hours'])} device-hours, {usd(p['cost_usd'])}",

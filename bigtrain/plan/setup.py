@@ -74,6 +74,17 @@ class Setup:
     top_k: int = 1
     moe_every: int = 1
     n_shared_experts: int = 0
+    # Schedules and bandwidth (bigtrain/plan/schedule.py, bandwidth.py): activations offloaded to the host
+    # (plan.activation_offload); the host<->device bandwidth a node's devices share (bytes/s; 0: no shared cap);
+    # collectives' achieved fraction of the datasheet bandwidths; the host's CPU Adam (cores per node, fp32
+    # elements/s per core, memory bandwidth in bytes/s per node, 0: no cap).
+    activation_offload: bool = False
+    pcie_node_bandwidth: float = 0.0
+    intra_node_efficiency: float = 1.0
+    inter_node_efficiency: float = 1.0
+    host_cores: int = 1
+    cpu_adam_rate_per_core: float = 4.0e8
+    host_memory_bandwidth: float = 0.0
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -108,6 +119,7 @@ class Setup:
     dp = property(lambda self: self.layout.dp)
     accumulate = property(lambda self: self.layout.accumulate)
     sharded = property(lambda self: self.layout.sharded)
+    virtual_stages = property(lambda self: self.layout.virtual_stages)
 
 
 def peak_flops_for(hw, precision: str) -> float:
@@ -161,12 +173,27 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         zero_init=bool(plan.get("zero_init", True)) if plan is not None else True,
         additional_buffer_factor=float(plan.get("additional_buffer_factor", 1.5)) if plan is not None else 1.5,
     )
+    setup = replace(setup, **bandwidth_fields(hw, plan))
     setup = with_rate(setup, plan)
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
     if t is not None and t.name != "none":
         setup = replace(setup, teacher=replace(setup, **model_dims(t)))
     return setup
+
+
+def bandwidth_fields(hw, plan) -> dict:
+    """The Setup fields of bigtrain/plan/schedule.py and bandwidth.py, from the hardware and plan groups."""
+    pcie_node, host_mem = hw.get("pcie_node_bandwidth_gbps"), hw.get("host_memory_bandwidth_gbps")
+    return dict(
+        activation_offload=bool(plan.get("activation_offload", False)) if plan is not None else False,
+        pcie_node_bandwidth=float(pcie_node) * 1e9 if pcie_node else 0.0,
+        intra_node_efficiency=float(hw.get("intra_node_efficiency", 1.0)),
+        inter_node_efficiency=float(hw.get("inter_node_efficiency", 1.0)),
+        host_cores=int(hw.get("host_cores", 1)),
+        cpu_adam_rate_per_core=float(hw.get("cpu_adam_elements_per_s_per_core", 4.0e8)),
+        host_memory_bandwidth=float(host_mem) * 1e9 if host_mem else 0.0,
+    )
 
 
 def with_rate(setup: Setup, plan) -> Setup:
