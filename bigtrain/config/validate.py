@@ -133,6 +133,11 @@ def _virtual_stage_problems(m, par, planning: bool) -> list[str]:
             f"model.n_layer={m.n_layer} into equal chunks; valid virtual_stages for pp={par.pp}: "
             f"{', '.join(map(str, valid)) or 'none (n_layer is not a multiple of pp)'}"
         )
+    if par.name == "pipeline" and par.schedule != "1f1b":
+        p.append(
+            f"parallelism.virtual_stages={v} interleaves the 1F1B schedule, but parallelism.schedule={par.schedule}; "
+            f"use parallelism.schedule=1f1b"
+        )
     if not planning:
         p.append(
             f"parallelism.virtual_stages={v}: bigtrain's pipeline runs one stage per rank (the interleaved schedule "
