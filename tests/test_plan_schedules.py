@@ -109,9 +109,7 @@ def test_collectives_run_at_the_achieved_fraction_of_the_datasheet():
     assert t["comm_bytes_per_step"] == pytest.approx(2 * 2 * n * 7 / 8)  # bf16 grads, ring all-reduce
     assert t["comm_time_s"] == pytest.approx(t["comm_bytes_per_step"] / (0.8 * 300e9))
     two = ddp.vary(nodes=2)
-    assert compute.timing(two, n)["comm_time_s"] == pytest.approx(
-        compute.comm_bytes_per_step(two, n) / (0.9 * 25e9)
-    )
+    assert compute.timing(two, n)["comm_time_s"] == pytest.approx(compute.comm_bytes_per_step(two, n) / (0.9 * 25e9))
     tp = setup("model=gpt2-124m", "hardware=a100-80g-x8", "parallelism=tp", "parallelism.tp=8")
     tt = compute.timing(tp, n_params(tp))
     assert tt["tp_comm_time_s"] == pytest.approx(tt["tp_comm_bytes_per_step"] / 240e9)
@@ -151,8 +149,15 @@ def test_nvme_optimizer_states_are_read_and_written_in_the_serial_step():
 
 def test_the_plan_shows_every_new_term_with_its_formula():
     p = plan(compose("task=plan", *PIPE, "parallelism.virtual_stages=3", "plan.activation_offload=true"))
-    for key in ("pipeline_bubble", "pipeline_in_flight", "activation_offload", "cpu_adam_time_s",
-                "optimizer_step_time_s", "pcie_bandwidth_per_device", "intra_node_bandwidth"):
+    for key in (
+        "pipeline_bubble",
+        "pipeline_in_flight",
+        "activation_offload",
+        "cpu_adam_time_s",
+        "optimizer_step_time_s",
+        "pcie_bandwidth_per_device",
+        "intra_node_bandwidth",
+    ):
         assert p["formulas"][key]
     assert p["layout"]["virtual_stages"] == 3
     assert p["bandwidth_bytes_per_s"]["pcie_bandwidth_per_device"] == pytest.approx(12.5e9)
@@ -165,10 +170,23 @@ def test_the_plan_shows_every_new_term_with_its_formula():
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (("parallelism.virtual_stages=2",), "parallelism.virtual_stages=2 interleaves pipeline stages but parallelism.pp=1"),
-        (("parallelism.pp=4", "parallelism.virtual_stages=2"), "do not divide model.n_layer=12 into equal chunks; valid virtual_stages for pp=4: 1, 3"),
-        (("parallelism.pp=4", "parallelism.virtual_stages=3", "trainer.global_batch_size=24", "trainer.micro_batch_size=4"),
-         "needs the micro-batches per step to be a multiple of pp=4, but trainer.global_batch_size=24 / (micro_batch_size=4 x dp=2) = 3"),
+        (
+            ("parallelism.virtual_stages=2",),
+            "parallelism.virtual_stages=2 interleaves pipeline stages but parallelism.pp=1",
+        ),
+        (
+            ("parallelism.pp=4", "parallelism.virtual_stages=2"),
+            "do not divide model.n_layer=12 into equal chunks; valid virtual_stages for pp=4: 1, 3",
+        ),
+        (
+            (
+                "parallelism.pp=4",
+                "parallelism.virtual_stages=3",
+                "trainer.global_batch_size=24",
+                "trainer.micro_batch_size=4",
+            ),
+            "needs the micro-batches per step to be a multiple of pp=4, but trainer.global_batch_size=24 / (micro_batch_size=4 x dp=2) = 3",
+        ),
     ],
 )
 def test_virtual_stages_rules(overrides, expected):
@@ -179,9 +197,16 @@ def test_virtual_stages_rules(overrides, expected):
 
 def test_a_launch_with_virtual_stages_is_refused():
     """bigtrain's own pipeline runs one stage per rank: interleaving is planned, not run."""
-    cfg = compose("model=nano", "parallelism=pipeline", "hardware.devices=2", "parallelism.schedule=1f1b",
-                  "model.n_layer=4", "parallelism.virtual_stages=2", "trainer.global_batch_size=16",
-                  "trainer.micro_batch_size=4")
+    cfg = compose(
+        "model=nano",
+        "parallelism=pipeline",
+        "hardware.devices=2",
+        "parallelism.schedule=1f1b",
+        "model.n_layer=4",
+        "parallelism.virtual_stages=2",
+        "trainer.global_batch_size=16",
+        "trainer.micro_batch_size=4",
+    )
     validate(cfg, planning=True)
     with pytest.raises(ConfigError, match="the interleaved schedule is planned, not run"):
         validate(cfg)

@@ -134,7 +134,9 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     # Serial after the backward pass (schedule.py): the updated 16-bit parameters' copy up and the NVMe states'
     # reads and writes of an offloaded optimizer; the rest of the offload traffic overlaps with compute.
     upload = 2 * n / (s.tp * s.pp * s.dp) if s.offload_optimizer != "none" else 0.0
-    nvme_states = 2 * 16 * n / (s.tp * s.pp * s.dp) * bandwidth.ranks_per_node(s) if s.offload_optimizer == "nvme" else 0.0
+    nvme_states = (
+        2 * 16 * n / (s.tp * s.pp * s.dp) * bandwidth.ranks_per_node(s) if s.offload_optimizer == "nvme" else 0.0
+    )
     kept, _ = memory.activation_parts(s)
     act_bytes = schedule.activation_offload_bytes(s, kept)
     pcie += act_bytes
