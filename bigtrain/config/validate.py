@@ -351,6 +351,8 @@ def _compress_problems(cfg) -> list[str]:
             )
     elif cfg.teacher:
         p.append(f"teacher={cfg.teacher} is read by task=distill only (task={cfg.task}); use task=distill")
+    if cfg.get("runs") and cfg.task != "report":
+        p.append(f"runs={list(cfg.runs)} is read by task=report only (task={cfg.task}); use task=report")
     if cfg.task == "quantize" and not cfg.ckpt:
         p.append(f"task=quantize needs ckpt=<{_CKPT_KINDS}>")
     if q.scheme not in QUANTIZE_SCHEMES:
