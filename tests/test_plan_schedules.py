@@ -210,3 +210,12 @@ def test_a_launch_with_virtual_stages_is_refused():
     validate(cfg, planning=True)
     with pytest.raises(ConfigError, match="the interleaved schedule is planned, not run"):
         validate(cfg)
+
+
+def test_deepest_model_that_fits_keeps_equal_model_chunks():
+    """max_n_layer_that_fits counts only depths every one of the pp x virtual_stages chunks gets equally."""
+    from bigtrain.plan import max_n_layer_that_fits
+
+    s = setup(*PIPE, "parallelism.virtual_stages=3")
+    deepest = max_n_layer_that_fits(s)
+    assert deepest > 0 and deepest % 12 == 0

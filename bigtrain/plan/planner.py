@@ -88,8 +88,8 @@ def _fits(s: Setup) -> bool:
 
 def max_n_layer_that_fits(s: Setup, limit: int = 1 << 16) -> int:
     """The deepest model of this width (and layout) that fits, by bisection on n_layer; 0 if none does.
-    Only multiples of pp count (equal pipeline stages)."""
-    step = s.pp
+    Only multiples of pp x virtual_stages count (equal pipeline stages and model chunks)."""
+    step = s.pp * s.virtual_stages
     if not _fits(replace(s, n_layer=step)):
         return 0
     lo, hi = 1, 2
