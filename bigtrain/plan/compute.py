@@ -10,10 +10,12 @@ Hardware FLOPs add the recomputed forward pass: all of it with full recomputatio
 Time: with `plan.achieved_tflops` or `plan.from_run` (a measured end-to-end rate of hardware FLOPs per device, like
 Megatron-LM's X), the devices execute the hardware FLOPs at that rate, nothing added; otherwise at `plan.mfu` of the
 datasheet peak (so `plan.mfu` is the MFU reached
-without recomputation; recomputed FLOPs lower the effective MFU), stretched by the pipeline bubble (p - 1) / m
+without recomputation; recomputed FLOPs lower the effective MFU), stretched by the pipeline bubble (p - 1)/(v m)
 (Narayanan et al. 2021, section 2.2) and followed by the tensor-parallel all-reduces / reduce-scatters of each
 layer (Korthikanti et al. 2022, section 4.2). Data-parallel communication and offload traffic are timed at the
-hardware's bandwidths and assumed to overlap with compute: a step takes the longest of the three.
+achieved, shared bandwidths (bandwidth.py) and assumed to overlap with compute: a step takes the longest of the
+three, plus, under optimizer offload, the serial host optimizer step (schedule.py: CPU Adam, the parameters' copy
+back, NVMe state swaps), which DeepSpeed does not overlap with the forward and backward passes.
 """
 
 from __future__ import annotations
@@ -88,15 +90,16 @@ def comm_bandwidth(s: Setup) -> float:
 def offload_bytes_per_step(s: Setup, n: int) -> tuple[float, float]:
     """(PCIe bytes per device, NVMe bytes per node) moved per optimizer step by offloading."""
     partition = n / (s.tp * s.pp * s.dp)
+    pb, gb, _ = memory.state_bytes(s)
     pcie = nvme = 0.0
     if s.offload_optimizer != "none":
-        pcie += (2 + 2) * partition  # 16-bit gradients to the host, updated 16-bit parameters back
+        pcie += (gb + pb) * partition  # (16-bit) gradients to the host, updated (16-bit) parameters back
         if s.offload_optimizer == "nvme":
             nvme += 2 * 16 * partition * min(s.devices, s.world)  # fp32 states read and written back
     if s.offload_params != "none":
-        pcie += 2 * 2 * partition * s.accumulate  # the partition is fetched for forward and for backward
+        pcie += 2 * pb * partition * s.accumulate  # the partition is fetched for forward and for backward
         if s.offload_params == "nvme":
-            nvme += 2 * 2 * partition * s.accumulate * min(s.devices, s.world)
+            nvme += 2 * pb * partition * s.accumulate * min(s.devices, s.world)
     return pcie, nvme
 
 
@@ -133,7 +136,7 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     pcie, nvme = offload_bytes_per_step(s, n)
     # Serial after the backward pass (schedule.py): the updated 16-bit parameters' copy up and the NVMe states'
     # reads and writes of an offloaded optimizer; the rest of the offload traffic overlaps with compute.
-    upload = 2 * n / (s.tp * s.pp * s.dp) if s.offload_optimizer != "none" else 0.0
+    upload = memory.state_bytes(s)[0] * n / (s.tp * s.pp * s.dp) if s.offload_optimizer != "none" else 0.0
     nvme_states = (
         2 * 16 * n / (s.tp * s.pp * s.dp) * bandwidth.ranks_per_node(s) if s.offload_optimizer == "nvme" else 0.0
     )
