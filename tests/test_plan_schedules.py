@@ -219,3 +219,11 @@ def test_deepest_model_that_fits_keeps_equal_model_chunks():
     s = setup(*PIPE, "parallelism.virtual_stages=3")
     deepest = max_n_layer_that_fits(s)
     assert deepest > 0 and deepest % 12 == 0
+
+
+def test_search_plans_plain_1f1b_whatever_the_config_interleaves():
+    """The search varies pp, so a config's virtual_stages (valid for its own pp) is not carried into its layouts."""
+    from bigtrain.plan import search
+
+    found, tried = search(setup(*PIPE, "parallelism.virtual_stages=3"), max_nodes=1)
+    assert tried and found and {c.setup.virtual_stages for c in found} == {1}

@@ -76,7 +76,8 @@ def layouts(base: Setup, max_nodes: int):
             if base.n_head % tp:
                 continue
             for pp in _powers_of_two(world // tp):
-                split = replace(base.layout, parallelism="ddp", nodes=nodes, tp=tp, pp=pp, zero=0)
+                # plain 1F1B: a config's parallelism.virtual_stages fits its own pp only (interleaving not searched)
+                split = replace(base.layout, parallelism="ddp", nodes=nodes, tp=tp, pp=pp, zero=0, virtual_stages=1)
                 dp = split.dp
                 if base.n_layer % pp or world % (tp * pp):
                     continue
