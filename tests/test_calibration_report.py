@@ -10,7 +10,7 @@ import pytest
 from conftest import NANO, assert_ok, compose, read_summary, run_bigtrain
 
 from bigtrain.errors import ConfigError
-from bigtrain.sweep.calibration import CALIBRATION_FILE, QUANTITIES
+from bigtrain.sweep.calibration import CALIBRATION_FILE, QUANTITIES, medians, read_run
 from bigtrain.tasks.report import run as report
 
 SHORT = [*NANO, "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.sample_tokens=0"]
@@ -33,6 +33,7 @@ def _copy_with(trained, dest, **measured):
     return dest
 
 
+@pytest.mark.slow
 def test_report_over_runs_gives_each_ratio_and_the_median_error(trained, tmp_path, capsys):
     s = read_summary(trained)
     planned_tps = s["planned_tokens_per_s"]
@@ -65,6 +66,7 @@ def test_report_over_runs_gives_each_ratio_and_the_median_error(trained, tmp_pat
     assert "planned vs measured: 3 runs" in printed and "median" in printed and "process peak RSS" in printed
 
 
+@pytest.mark.slow
 def test_an_older_summary_is_read_with_its_plan_json(trained, tmp_path):
     """A summary without the planned_* keys takes them from the run's plan.json."""
     run = _copy_with(trained, tmp_path / "old")
@@ -79,6 +81,7 @@ def test_an_older_summary_is_read_with_its_plan_json(trained, tmp_path):
     assert row["planned_peak_memory_bytes"] == mem["total"] and row["planned_tokens_per_s"] == plan["tokens_per_s"]
 
 
+@pytest.mark.slow
 def test_report_over_a_sweep_calibrates_its_finished_points(trained, tmp_path):
     """A sweep directory: the sweep report as before, plus calibration.json over the points with a summary (a
     failed point, status.json only, is left out)."""
@@ -93,7 +96,7 @@ def test_report_over_a_sweep_calibrates_its_finished_points(trained, tmp_path):
     assert (sweep / CALIBRATION_FILE).is_file() and (sweep / "report.json").is_file()
 
 
-def test_bad_input_is_one_error_line(trained, tmp_path):
+def test_bad_input_is_one_error_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match=r"task=report needs sweep_dir=DIR .* or runs=\[RUN_DIR,...\]"):
@@ -110,3 +113,26 @@ def test_bad_input_is_one_error_line(trained, tmp_path):
         "(runs=[DIR1,DIR2])"
     ]
     assert not (tmp_path / "cli").exists()
+
+
+def test_median_error_per_quantity_skips_missing_numbers(tmp_path):
+    """Quick tier, hand-written summaries: ratios 1.0 / 1.5 / 0.8 give median ratio 1.0 and median error 0.2; a run
+    without a measured value (None) is left out of that quantity's median, not counted as 0."""
+    rows = []
+    for i, (tps, peak) in enumerate([(100.0, 2e6), (150.0, None), (80.0, 4e6)]):
+        run = tmp_path / str(i)
+        run.mkdir()
+        summary = {
+            "planned_tokens_per_s": 100.0,
+            "tokens_per_s": tps,
+            "planned_peak_memory_bytes": 1e6,
+            "measured_peak_memory_bytes": peak,
+            "planned_model_state_bytes": 10,
+            "measured_model_state_bytes": 10,
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+        rows.append(read_run(run, "test"))
+    m = medians(rows)
+    assert m["tokens_per_s"] == {"runs": 3, "median_ratio": pytest.approx(1.0), "median_error": pytest.approx(0.2)}
+    assert m["peak_memory_bytes"] == {"runs": 2, "median_ratio": pytest.approx(3.0), "median_error": pytest.approx(2.0)}
+    assert m["model_state_bytes"]["median_error"] == 0
