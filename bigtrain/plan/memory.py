@@ -22,7 +22,7 @@ optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam ste
 
 from __future__ import annotations
 
-from bigtrain.plan import estimator
+from bigtrain.plan import estimator, process
 from bigtrain.plan.params import largest_module_params, persistent_params
 from bigtrain.plan.setup import Setup
 
@@ -45,6 +45,7 @@ FORMULAS = {
     "host_deepspeed_estimator": "DeepSpeed's estimator CPU column per node (fp32 states when offloaded, the fp32 model "
     "each process builds unless zero_init) x additional_buffer_factor",
     "nvme": "as host, for the states offloaded to NVMe (per node)",
+    **process.FORMULAS,
 }
 
 
@@ -293,7 +294,53 @@ def memory(s: Setup, n: int) -> dict[str, float]:
     out["host"], out["nvme"] = offloaded(s, n)
     if s.accounting == "deepspeed-estimator" and estimator.applies(s):
         out["host"] = estimator.estimate(s, n)["cpu"]  # DeepSpeed's CPU column: per node, load-time copy included
+    terms = process.process_terms(s.process)
+    out.update(terms)
+    out["peak"] = out["total"] + sum(terms.values())
+    out["host_per_node"] = host_per_node(s, n, out)
     return out
+
+
+def load_time_host(s: Setup, n: int) -> float:
+    """The fp32 model each process of a node builds on the host before the engine moves it to its device
+    (DeepSpeed's estimators: 4 bytes x params x GPUs per node), only its largest layer when built under
+    deepspeed.zero.Init (ZeRO-3 with plan.zero_init). On CPU hardware the model never leaves the host: its weights
+    are the device terms."""
+    if s.process is not None and s.process.accelerator == "cpu":
+        return 0.0
+    ranks = min(s.devices, s.world)
+    built = largest_module_params(s) if s.sharded and s.zero >= 3 and s.zero_init else n / (s.tp * s.pp)
+    return 4 * built * ranks
+
+
+def swap_buffers(s: Setup, n: int) -> float:
+    """DeepSpeed's pinned host buffers for NVMe offload, per process (bigtrain/parallel/deepspeed_config.py sets the
+    counts): offload_param buffer_count = 5 buffers of the largest parameter, 16-bit (AsyncPartitionedParameter-
+    Swapper); offload_optimizer buffer_count = 4 buffers of the largest fp32 partition (PartitionedOptimizerSwapper's
+    largest_numel: the flat group partition, ~N/(tp*pp*dp))."""
+    pb, _, _ = state_bytes(s)
+    total = 0.0
+    if s.offload_params == "nvme":
+        total += 5 * largest_module_params(s) / s.tp * pb
+    if s.offload_optimizer == "nvme":
+        total += 4 * 4 * n / (s.tp * s.pp * s.dp)
+    return total
+
+
+def host_per_node(s: Setup, n: int, mem: dict[str, float]) -> float:
+    """Host bytes per node for any layout: each process's baseline, data pages and loader workers (on CPU hardware
+    its device terms too: they live in the same memory), the host's model states (offloaded states, or under
+    plan.accounting=deepspeed-estimator DeepSpeed's CPU column), the larger of those and the fp32 model the
+    processes build while loading, and DeepSpeed's NVMe swap buffers."""
+    ranks = min(s.devices, s.world)
+    p = s.process
+    per_process = process.host_baseline(p)
+    if p is not None and p.accelerator == "cpu":
+        per_process += mem["total"]
+    states = mem["host"]
+    if not (s.accounting == "deepspeed-estimator" and estimator.applies(s)):  # its CPU column holds the load term
+        states = max(states, load_time_host(s, n))
+    return ranks * (per_process + swap_buffers(s, n)) + states
 
 
 def usable_device_bytes(s: Setup) -> float:
@@ -301,9 +348,10 @@ def usable_device_bytes(s: Setup) -> float:
 
 
 def fits(s: Setup, mem: dict[str, float]) -> bool:
-    """Device total within memory less headroom, offloaded states within host memory and NVMe capacity."""
+    """Device total within memory less headroom, the host memory per node within the node's, the NVMe states within
+    its capacity."""
     return (
         mem["total"] <= usable_device_bytes(s)
-        and mem["host"] <= s.host_memory_bytes * (1 - s.headroom)
+        and mem["host_per_node"] <= s.host_memory_bytes * (1 - s.headroom)
         and mem["nvme"] <= s.nvme_capacity_bytes * (1 - s.headroom)
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 
 from bigtrain.config.layout import Layout, layout_of
 from bigtrain.model.shapes import head_dim_of, model_ffn_hidden_size
+from bigtrain.plan.process import Process, process_from
 
 GIB = 1024**3
 
@@ -76,6 +77,9 @@ class Setup:
     n_shared_experts: int = 0
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
+    # What the process holds besides the model (baseline, data pages, loader workers; bigtrain/plan/process.py);
+    # None: no process terms (a Setup built without a config).
+    process: Process | None = None
 
     @property
     def kv_heads(self) -> int:
@@ -162,6 +166,7 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         additional_buffer_factor=float(plan.get("additional_buffer_factor", 1.5)) if plan is not None else 1.5,
     )
     setup = with_rate(setup, plan)
+    setup = replace(setup, process=process_from(cfg, setup.layout, measure=str(cfg.hardware.accelerator) == "cpu"))
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
     if t is not None and t.name != "none":
