@@ -42,7 +42,7 @@ def planned_vs_measured(
         return {}
     mem = planned["memory_per_device_bytes"]
     planned_states = mem["params"] + mem["grads"] + mem["optimizer"]
-    planned_peak = planned.get("peak_memory_bytes", mem["total"])  # a plan.json from before the process terms
+    planned_peak = planned.get("peak_memory_per_process_bytes", mem["total"])  # older plan.json: device total
     return {
         "planned_model_state_bytes": planned_states,
         "measured_model_state_bytes": state_bytes,

@@ -10,7 +10,7 @@ from bigtrain.plan.params import active_params, megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
 
 MEMORY_TERMS = ("params", "grads", "optimizer", "activations", "buffers")
-PROCESS_TERMS = ("process_baseline", "data_pages", "workspace")
+PROCESS_TERMS = ("process_baseline", "data_pages", "workspace", "backward_transient")
 
 
 def plan_setup(s: Setup) -> dict:
@@ -37,7 +37,7 @@ def plan_setup(s: Setup) -> dict:
         ),
         # What a run measures per process (CPU: peak RSS; GPU: max_memory_allocated): the device total plus the
         # process terms (bigtrain/plan/process.py), each by name.
-        "peak_memory_bytes": int(mem["peak"]),
+        "peak_memory_per_process_bytes": int(mem["peak"]),
         "process_terms_bytes": {k: int(mem[k]) for k in PROCESS_TERMS},
         "process_baseline_source": s.process.baseline_source if s.process is not None else None,
         "host_memory_bytes": int(mem["host"]),

@@ -59,7 +59,10 @@ FORMULAS = {
     "split (Linux fault-around 64 KiB per random window; windows = this rank's train + validation windows)",
     "workspace": "GPU: torch's cuBLAS workspace, 4096 KiB x 8 (CUBLAS_WORKSPACE_CONFIG default on Hopper; "
     "8.1 MiB before), in max_memory_allocated; CPU: 0",
-    "peak": "planned peak per process = total + process_baseline + data_pages + workspace; compares with summary.json's "
+    "backward_transient": "the gradients of one layer's activations while its backward runs: one layer's "
+    "activations (Korthikanti per layer, no recompute, /tp); an upper bound from the autograd graph, not fitted",
+    "peak": "planned peak per process = total + process_baseline + data_pages + workspace + backward_transient; "
+    "compares with summary.json's "
     "measure (CPU: peak RSS; GPU: torch.cuda.max_memory_allocated)",
     "host_per_node": "ranks/node x (process baseline on the host + loader workers x private bytes each) + host model "
     "states (offloaded states | DeepSpeed's estimator CPU column) + pinned NVMe swap buffers; offloaded states "
@@ -95,9 +98,14 @@ def _version(dist: str) -> str:
         return "absent"
 
 
+# Bumped when bigtrain/training/baseline_probe.py changes what it measures: older cache entries are then re-measured.
+PROBE_VERSION = 2
+
+
 def install_key(deepspeed: bool) -> str:
     """What the baseline depends on: host, interpreter and the versions of the libraries a run imports."""
     parts = [
+        f"probe={PROBE_VERSION}",
         socket.gethostname(),
         platform.machine(),
         platform.python_version(),
@@ -109,10 +117,8 @@ def install_key(deepspeed: bool) -> str:
 
 def _probe(deepspeed: bool) -> dict:
     """Run bigtrain/training/baseline_probe.py in a fresh interpreter (the planner imports no torch)."""
-    import bigtrain
-
     env = dict(os.environ)
-    root = str(Path(bigtrain.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the bigtrain package
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     args = [sys.executable, "-m", "bigtrain.training.baseline_probe", *(["--deepspeed"] if deepspeed else [])]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)

@@ -61,7 +61,7 @@ def table(p: dict, title: str) -> str:
     rows += [
         f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "
         f"({gb(p['device_memory_bytes'])} less {p['headroom']:.0%} headroom): {status}",
-        f"  {'peak per process':<20}{gb(p['peak_memory_bytes']):>12}   "
+        f"  {'peak per process':<20}{gb(p['peak_memory_per_process_bytes']):>12}   "
         + ", ".join(f"{k} {gb(v)}" for k, v in p["process_terms_bytes"].items() if v)
         + f" (baseline: {p['process_baseline_source']}); {f['peak']}",
         f"  {'host model states':<20}{gb(p['host_memory_bytes']):>12}   "

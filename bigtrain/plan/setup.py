@@ -80,6 +80,9 @@ class Setup:
     # What the process holds besides the model (baseline, data pages, loader workers; bigtrain/plan/process.py);
     # None: no process terms (a Setup built without a config).
     process: Process | None = None
+    # DeepSpeed's zero.overlap_comm / zero.contiguous_gradients: double / single reduction buckets (memory.buffers)
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
 
     @property
     def kv_heads(self) -> int:
@@ -166,6 +169,11 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
         additional_buffer_factor=float(plan.get("additional_buffer_factor", 1.5)) if plan is not None else 1.5,
     )
     setup = with_rate(setup, plan)
+    setup = replace(
+        setup,
+        overlap_comm=bool(cfg.zero.get("overlap_comm", True)),
+        contiguous_gradients=bool(cfg.zero.get("contiguous_gradients", True)),
+    )
     setup = replace(setup, process=process_from(cfg, setup.layout, measure=str(cfg.hardware.accelerator) == "cpu"))
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None

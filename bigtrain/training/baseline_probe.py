@@ -2,7 +2,7 @@
 its model does, measured in a fresh interpreter and printed as one JSON line.
 
 The planner (bigtrain/plan/baseline.py, torch-free) runs this once per install and caches the answer: a process
-that imports what a training run imports (hydra, torch, Lightning, bigtrain's training and data modules, the
+that imports what a training run imports (hydra, numpy, torch, Lightning, bigtrain's training modules, the
 strategy builder, and DeepSpeed when the layout uses it), then takes one AdamW step on a 64 x 64 layer so that
 autograd's and the optimizer's code pages are resident, as they are in a run. Its peak resident set size
 (ru_maxrss) is what a CPU run's summary.json measures minus what the model, its data and its activations add.
@@ -54,17 +54,20 @@ def worker_bytes() -> int | None:
 def main(argv: list[str]) -> None:
     with_deepspeed = "--deepspeed" in argv
     import hydra  # noqa: F401
+    import numpy  # noqa: F401  (the data module's memory-mapped shards)
     import pytorch_lightning  # noqa: F401
     import torch
 
-    import bigtrain.data.datamodule  # noqa: F401
     import bigtrain.parallel  # noqa: F401
-    import bigtrain.tasks.train  # noqa: F401
     import bigtrain.training.callbacks  # noqa: F401
+    import bigtrain.training.checkpointing  # noqa: F401
+    import bigtrain.training.loggers  # noqa: F401
     import bigtrain.training.module  # noqa: F401
 
-    if with_deepspeed:
-        import deepspeed  # noqa: F401
+    if with_deepspeed:  # as a CPU DeepSpeed run's strategy does first (the probe serves CPU runs only)
+        from bigtrain.parallel.cpu_adapters import use_deepspeed_cpu_accelerator
+
+        use_deepspeed_cpu_accelerator()
 
     layer = torch.nn.Linear(64, 64)
     optimizer = torch.optim.AdamW(layer.parameters())
