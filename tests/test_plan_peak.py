@@ -78,6 +78,17 @@ def test_cpu_peak_is_device_total_plus_process_terms():
     assert "fitted" not in p["formulas"]["process_baseline"]  # measured, not fitted: its string says how
 
 
+@pytest.mark.parametrize("layout", [["parallelism=single"], ["parallelism=deepspeed", "zero=1", "hardware.devices=2"]])
+def test_json_reports_every_accountings_model_states(layout):
+    """Issue 17 item 1: whatever plan.accounting is, the JSON carries engine and paper (and DeepSpeed's estimator)
+    totals; the formula strings say `engine` is what is resident at the optimizer step."""
+    p = _plan(*layout, "trainer.global_batch_size=32", "plan.process_baseline_gib=0.5", "plan.accounting=paper")
+    assert set(p["model_states_bytes"]) == set(memory.ACCOUNTINGS)
+    mem = p["memory_per_device_bytes"]
+    assert p["model_states_bytes"]["paper"] == pytest.approx(mem["params"] + mem["grads"] + mem["optimizer"], abs=4)
+    assert "resident at the optimizer step" in p["formulas"]["accounting"]
+
+
 def test_gpu_peak_has_no_baseline_on_the_device():
     """max_memory_allocated holds no CUDA context: the device peak is the total plus cuBLAS's workspace; the process
     baseline (+ CUDA's host side) is host memory, per rank of the node."""
