@@ -13,6 +13,9 @@ the model. What a run measures is more, and differs by accelerator:
   CUDA context, no host memory): the device terms plus cuBLAS's workspace, which torch allocates through the
   caching allocator. The process baseline then sits on the host, in the host memory per node.
 
+Both measures also hold, while a layer's backward runs, the gradients of its activations (memory.backward_transient:
+one layer's saved activations, Korthikanti's per-layer count), which the activations row (what is saved) leaves out.
+
 Host memory per node, for every layout: the processes' baselines, their data loader workers, the states offloaded to
 the host (as the engine holds them, or DeepSpeed's estimator CPU column), the fp32 model each process builds on the
 host while loading (DeepSpeed's estimator's load-time term; under zero.Init only one layer), and DeepSpeed's pinned
