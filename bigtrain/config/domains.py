@@ -160,6 +160,7 @@ DOMAINS: dict[str, Domain] = {
     "plan.top": count(1, 10**6),
     "plan.achieved_tflops": Domain(0, 1e6, low_open=True),  # end-to-end per device
     "plan.additional_buffer_factor": Domain(1, 100),  # DeepSpeed's estimators' factor, >= 1
+    "plan.process_baseline_gib": Domain(0, 1e4),  # GiB; 0: no baseline
     "distill.alpha": Domain(0, 1),
     "distill.temperature": Domain(0, 1e3, low_open=True),
     "quantize.eval_tokens": count(0),  # 0 skips the before/after comparison

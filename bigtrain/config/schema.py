@@ -309,6 +309,9 @@ class PlanConfig:
     # DeepSpeed's additional_buffer_factor on its host figures.
     zero_init: bool = True
     additional_buffer_factor: float = 1.5
+    # One process's memory before its model (interpreter, torch, Lightning, loader), GiB; None: measured once per
+    # install and cached (~/.cache/bigtrain/process-baseline.json; bigtrain/plan/process.py).
+    process_baseline_gib: float | None = None
     enforce: bool = True  # task=train refuses a config the plan says cannot fit; false: warn and go on
     max_nodes: int = 16  # search: node counts 1, 2, 4, ... up to this
     top: int = 10  # search: rows printed

@@ -22,7 +22,7 @@ optimizer moves the fp32 states and the fp32 gradient partition the CPU Adam ste
 
 from __future__ import annotations
 
-from bigtrain.plan import estimator, schedule
+from bigtrain.plan import estimator, process, schedule
 from bigtrain.plan.params import largest_module_params, persistent_params
 from bigtrain.plan.setup import Setup
 
@@ -31,15 +31,20 @@ ACCOUNTINGS = ("engine", "paper", "deepspeed-estimator")
 
 # How each number is computed, keyed as in `memory_per_device_bytes`; printed in the table and the JSON.
 FORMULAS = {
-    "accounting": "plan.accounting: engine = the partitions DeepSpeed/torch hold (tests/test_plan_measured.py); paper = ZeRO "
+    "accounting": "plan.accounting: engine = the partitions DeepSpeed/torch hold, resident at the optimizer step "
+    "(tests/test_plan_measured.py, tests/zero1_grads_probe.py); paper = ZeRO "
     "paper sec. 5: 4P + 12P/Nd | 2P + 14P/Nd | 16P/Nd at stages 1 | 2 | 3; deepspeed-estimator = " + estimator.FORMULA,
     "params": "ZeRO: P_bytes x N/(tp*pp) [/dp at zero 3; 0 when offloaded]",
-    "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed: 16-bit partition /dp at zero 1-3",
+    "grads": "ZeRO: G_bytes x N/(tp*pp) [/dp at zero >= 2]; DeepSpeed (engine): 16-bit partition /dp at zero 1-3, "
+    "resident at the optimizer step (zero 1 with accumulation peaks at whole 16-bit grads before the boundary: "
+    "buffers)",
     "optimizer": "ZeRO: K x N/(tp*pp) [/dp at zero >= 1], K=12 mixed, 8 fp32 Adam; DeepSpeed 1-2: (K=12 + 4 fp32 grad)/dp",
     "activations": "Korthikanti 2022: L x s*b*h*(34 + 5as/h) [tp/sp/selective/full variants] + output layer; "
     "34 re-derived for GQA k/v and SwiGLU",
     "kv_cache": "generation: 2 x L x n_kv_head x head_dim x block_size x 2 bytes per sequence (/tp)",
-    "buffers": "DDP bucket copy of grads | DeepSpeed reduce+allgather buckets | zero 3: (P+G bytes) x largest module",
+    "buffers": "DDP bucket copy of grads | DeepSpeed reduce buckets (zero 1-2: reduce_bucket_size x 2 with overlap_comm, "
+    "whole on GPU, touched pages on CPU) + allgather bucket | zero 3: (P+G bytes) x largest module | zero 1 with "
+    "accumulation: whole .grad before the boundary (P_bytes x N/(tp*pp), measured)",
     "teacher": "distill: P_bytes x N_teacher (whole on every rank) + one teacher layer's forward + logits, KD fp32 (b s V) x4",
     "host": "offload: 16 x N/(tp*pp*dp) per rank (fp32 master, moments, grads; + P_bytes x that for params) x ranks/node",
     "host_deepspeed_estimator": "DeepSpeed's estimator CPU column per node (fp32 states when offloaded, the fp32 model "
@@ -47,6 +52,7 @@ FORMULAS = {
     "nvme": "as host, for the states offloaded to NVMe (per node)",
     "activations_in_flight": "kept activations x schedule's in-flight factor (1F1B 1, interleaved 1 + (pp-1)/(pp v), "
     "GPipe m/pp) + working set; plan.activation_offload: 2 layers kept, the rest on the host (x ranks per node)",
+    **process.FORMULAS,
 }
 
 
@@ -235,6 +241,20 @@ def activation_parts(s: Setup) -> tuple[float, float]:
     return kept * scale, working * scale
 
 
+def backward_transient(s: Setup) -> float:
+    """The gradients of one layer's activations, alive while that layer's backward runs beside everything saved
+    for the layers before it: at most one layer's saved activations (Korthikanti's per-layer count, no
+    recomputation, split by tp as the activations are). Not in the device total (the activations row counts what is
+    saved); in the peak a run measures (bigtrain/plan/process.py)."""
+    t = s.tp
+    sp = s.sequence_parallel and t > 1
+    terms = layer_activation_terms(s)
+    replicated = sum(terms[k] for k in REPLICATED_TERMS)
+    rest = sum(v for k, v in terms.items() if k not in REPLICATED_TERMS)
+    per_layer = (replicated + rest) / t if sp else replicated + rest / t
+    return per_layer * activation_bytes_per_element(s) / 2
+
+
 def kv_cache_bytes(s: Setup, batch: int = 1, length: int | None = None, bytes_per_element: int = 2) -> float:
     """Generation's KV cache: keys and values of n_kv_head heads for every layer and cached position,
     2 x n_layer x n_kv_head x head_dim x length x batch elements (16-bit by default), on one device (tp divides
@@ -260,8 +280,35 @@ def buffers(s: Setup, n: int) -> float:
         # torch DDP copies every gradient into its flat all-reduce buckets (gradient_as_bucket_view=False).
         return gb * shard if s.world > 1 else 0.0
     # DeepSpeed's communication buckets (zero.reduce_bucket_size and zero.allgather_bucket_size elements).
-    buckets = gb * (min(s.reduce_bucket_size, shard) + min(s.allgather_bucket_size, shard))
-    return buckets + gather_buffer(s)
+    buckets = gb * (reduction_buckets(s, shard) + min(s.allgather_bucket_size, shard))
+    return buckets + gather_buffer(s) + accumulation_grads(s, n)
+
+
+def reduction_buckets(s: Setup, shard: float) -> float:
+    """Elements of DeepSpeed's gradient reduction buckets. Stages 1-2 with contiguous_gradients allocate them whole
+    at the first backward (stage_1_and_2.py setup_buckets: reduce_bucket_size elements, a second one with
+    overlap_comm for double buffering), whatever the model's size: on a GPU all of it is allocated (measured:
+    2 x 5e8 bf16 elements under DeepSpeed's defaults, tests/zero1_grads_probe.py); on CPU only the pages the
+    gradients are written into become resident, at most the shard. Stage 3 and non-contiguous reduction: one bucket's
+    worth of the shard."""
+    count = 2 if s.overlap_comm else 1
+    if s.zero in (1, 2) and s.contiguous_gradients:
+        if s.process is not None and s.process.accelerator == "cpu":
+            return min(count * s.reduce_bucket_size, shard)
+        return count * s.reduce_bucket_size
+    return min(s.reduce_bucket_size, shard)
+
+
+def accumulation_grads(s: Setup, n: int) -> float:
+    """ZeRO-1 with gradient accumulation: on the micro-batches before the accumulation boundary DeepSpeed reduces
+    nothing, so every parameter's whole .grad (the parameters' dtype) is alive at the end of their backward passes;
+    only the boundary's backward reduces them into the rank's partition and frees them (stage_1_and_2.py
+    reduce_ready_partitions_and_remove_grads; measured by tests/zero1_grads_probe.py: 2P bytes in bf16 before the
+    boundary, the 2P/Nd partition after it). Stage 2 reduces on every micro-batch."""
+    if not (s.sharded and s.zero == 1 and s.accumulate > 1):
+        return 0.0
+    pb, _, _ = state_bytes(s)
+    return pb * n / (s.tp * s.pp)
 
 
 def offloaded(s: Setup, n: int) -> tuple[float, float]:
@@ -316,7 +363,58 @@ def memory(s: Setup, n: int) -> dict[str, float]:
     if s.accounting == "deepspeed-estimator" and estimator.applies(s):
         out["host"] = estimator.estimate(s, n)["cpu"]  # DeepSpeed's CPU column: per node, load-time copy included
     out["host"] += offloaded_activations(s) * min(s.devices, s.world)  # plan.activation_offload, per node
+    terms = process.process_terms(s.process)
+    terms["backward_transient"] = backward_transient(s) if s.process is not None else 0.0
+    out.update(terms)
+    out["peak"] = out["total"] + sum(terms.values())
+    out["host_per_node"] = host_per_node(s, n, out)
     return out
+
+
+SUB_GROUP_SIZE = 1_000_000_000  # DeepSpeed's zero_optimization.sub_group_size default (elements)
+
+
+def load_time_host(s: Setup, n: int) -> float:
+    """The fp32 model each process of a node builds on the host before the engine moves it to its device
+    (DeepSpeed's estimators: 4 bytes x params x GPUs per node), only its largest layer when built under
+    deepspeed.zero.Init (ZeRO-3 with plan.zero_init). On CPU hardware the model never leaves the host: its weights
+    are the device terms."""
+    if s.process is not None and s.process.accelerator == "cpu":
+        return 0.0
+    ranks = min(s.devices, s.world)
+    built = largest_module_params(s) if s.sharded and s.zero >= 3 and s.zero_init else n / (s.tp * s.pp)
+    return 4 * built * ranks
+
+
+def swap_buffers(s: Setup, n: int) -> float:
+    """DeepSpeed's pinned host buffers for NVMe offload, per process (bigtrain/parallel/deepspeed_config.py sets the
+    counts): offload_param buffer_count = 5 buffers of the largest parameter, 16-bit (AsyncPartitionedParameter-
+    Swapper); offload_optimizer buffer_count = 4 fp32 buffers of the largest optimizer sub-group partition
+    (PartitionedOptimizerSwapper's largest_numel; ZeRO-3 splits the fp32 partition into sub-groups of
+    sub_group_size = 1e9 elements, DeepSpeed's default, which bigtrain keeps)."""
+    pb, _, _ = state_bytes(s)
+    total = 0.0
+    if s.offload_params == "nvme":
+        total += 5 * largest_module_params(s) / s.tp * pb
+    if s.offload_optimizer == "nvme":
+        total += 4 * 4 * min(SUB_GROUP_SIZE, n / (s.tp * s.pp * s.dp))
+    return total
+
+
+def host_per_node(s: Setup, n: int, mem: dict[str, float]) -> float:
+    """Host bytes per node for any layout: each process's baseline, data pages and loader workers (on CPU hardware
+    its device terms too: they live in the same memory), the host's model states (offloaded states, or under
+    plan.accounting=deepspeed-estimator DeepSpeed's CPU column), the larger of those and the fp32 model the
+    processes build while loading, and DeepSpeed's NVMe swap buffers."""
+    ranks = min(s.devices, s.world)
+    p = s.process
+    per_process = process.host_baseline(p)
+    if p is not None and p.accelerator == "cpu":
+        per_process += mem["total"]
+    states = mem["host"]
+    if not (s.accounting == "deepspeed-estimator" and estimator.applies(s)):  # its CPU column holds the load term
+        states = max(states, load_time_host(s, n))
+    return ranks * (per_process + swap_buffers(s, n)) + states
 
 
 def usable_device_bytes(s: Setup) -> float:
@@ -324,9 +422,10 @@ def usable_device_bytes(s: Setup) -> float:
 
 
 def fits(s: Setup, mem: dict[str, float]) -> bool:
-    """Device total within memory less headroom, offloaded states within host memory and NVMe capacity."""
+    """Device total within memory less headroom, the host memory per node within the node's, the NVMe states within
+    its capacity."""
     return (
         mem["total"] <= usable_device_bytes(s)
-        and mem["host"] <= s.host_memory_bytes * (1 - s.headroom)
+        and mem["host_per_node"] <= s.host_memory_bytes * (1 - s.headroom)
         and mem["nvme"] <= s.nvme_capacity_bytes * (1 - s.headroom)
     )

@@ -10,6 +10,7 @@ from bigtrain.plan.params import active_params, megatron_n_params, n_params
 from bigtrain.plan.setup import Setup, setup_from
 
 MEMORY_TERMS = ("params", "grads", "optimizer", "activations", "buffers")
+PROCESS_TERMS = ("process_baseline", "data_pages", "workspace", "backward_transient")
 
 
 def plan_setup(s: Setup) -> dict:
@@ -34,7 +35,13 @@ def plan_setup(s: Setup) -> dict:
         "deepspeed_estimate_bytes": (
             {k: int(v) for k, v in estimator.estimate(s, n).items()} if estimator.applies(s) else None
         ),
+        # What a run measures per process (CPU: peak RSS; GPU: max_memory_allocated): the device total plus the
+        # process terms (bigtrain/plan/process.py), each by name.
+        "peak_memory_per_process_bytes": int(mem["peak"]),
+        "process_terms_bytes": {k: int(mem[k]) for k in PROCESS_TERMS},
+        "process_baseline_source": s.process.baseline_source if s.process is not None else None,
         "host_memory_bytes": int(mem["host"]),
+        "host_memory_per_node_bytes": int(mem["host_per_node"]),
         "nvme_bytes": int(mem["nvme"]),
         "device_memory_bytes": int(s.device_memory_bytes),
         "usable_device_memory_bytes": int(usable),

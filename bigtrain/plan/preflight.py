@@ -23,8 +23,9 @@ def verdict(p: dict) -> str:
     why = []
     if mem["total"] > p["usable_device_memory_bytes"]:
         why.append(f"{where} (largest: {largest} {gb(mem[largest])})")
-    if p["host_memory_bytes"] > p["host_memory_capacity_bytes"] * (1 - p["headroom"]):
-        why.append(f"host {gb(p['host_memory_bytes'])} per node of {gb(p['host_memory_capacity_bytes'])}")
+    host = p.get("host_memory_per_node_bytes", p["host_memory_bytes"])
+    if host > p["host_memory_capacity_bytes"] * (1 - p["headroom"]):
+        why.append(f"host {gb(host)} per node of {gb(p['host_memory_capacity_bytes'])}")
     if p["nvme_bytes"] > p["nvme_capacity_bytes"] * (1 - p["headroom"]):
         why.append(f"NVMe {gb(p['nvme_bytes'])} per node of {gb(p['nvme_capacity_bytes'])}")
     return "plan: does NOT fit, " + "; ".join(why or [where])

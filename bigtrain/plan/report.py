@@ -89,8 +89,13 @@ def table(p: dict, title: str) -> str:
     rows += [
         f"  {'total':<20}{gb(mem['total']):>12}   of {gb(p['usable_device_memory_bytes'])} usable "
         f"({gb(p['device_memory_bytes'])} less {p['headroom']:.0%} headroom): {status}",
-        f"  {'host per node':<20}{gb(p['host_memory_bytes']):>12}   of {gb(p['host_memory_capacity_bytes'])}; "
+        f"  {'peak per process':<20}{gb(p['peak_memory_per_process_bytes']):>12}   "
+        + ", ".join(f"{k} {gb(v)}" for k, v in p["process_terms_bytes"].items() if v)
+        + f" (baseline: {p['process_baseline_source']}); {f['peak']}",
+        f"  {'host model states':<20}{gb(p['host_memory_bytes']):>12}   "
         f"{f['host_deepspeed_estimator' if p['accounting'] == 'deepspeed-estimator' else 'host']}",
+        f"  {'host per node':<20}{gb(p['host_memory_per_node_bytes']):>12}   of "
+        f"{gb(p['host_memory_capacity_bytes'])}; {f['host_per_node']}",
         f"  {'NVMe per node':<20}{gb(p['nvme_bytes']):>12}   of {gb(p['nvme_capacity_bytes'])}",
         f"  {'KV cache':<20}{gb(p['kv_cache_bytes_per_sequence']):>12}   per sequence when generating; {f['kv_cache']}",
         "",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 
 from bigtrain.config.layout import Layout, layout_of
 from bigtrain.model.shapes import head_dim_of, model_ffn_hidden_size
+from bigtrain.plan.process import Process, process_from
 
 GIB = 1024**3
 
@@ -87,6 +88,12 @@ class Setup:
     host_memory_bandwidth: float = 0.0
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
+    # What the process holds besides the model (baseline, data pages, loader workers; bigtrain/plan/process.py);
+    # None: no process terms (a Setup built without a config).
+    process: Process | None = None
+    # DeepSpeed's zero.overlap_comm / zero.contiguous_gradients: double / single reduction buckets (memory.buffers)
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
 
     @property
     def kv_heads(self) -> int:
@@ -175,6 +182,12 @@ def setup_from(cfg, layout: Layout | None = None) -> Setup:
     )
     setup = replace(setup, **bandwidth_fields(hw, plan))
     setup = with_rate(setup, plan)
+    setup = replace(
+        setup,
+        overlap_comm=bool(cfg.zero.get("overlap_comm", True)),
+        contiguous_gradients=bool(cfg.zero.get("contiguous_gradients", True)),
+    )
+    setup = replace(setup, process=process_from(cfg, setup.layout, measure=str(cfg.hardware.accelerator) == "cpu"))
     # task=distill: the frozen teacher, planned as the same layout with the teacher's model shape.
     t = cfg.distill.teacher_model if "distill" in cfg else None
     if t is not None and t.name != "none":

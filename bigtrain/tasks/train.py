@@ -51,7 +51,7 @@ def run(cfg, run_dir: Path) -> dict:
     # The plan refuses what cannot fit (ConfigError; plan.enforce=false overrides) before anything heavy is
     # imported: asking whether SLURM started this process imports Lightning. Every SLURM task plans (milliseconds)
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
-    planned = preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
+    preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         wait_for_file(
@@ -76,7 +76,7 @@ def run(cfg, run_dir: Path) -> dict:
     save_run_config(cfg, run_dir)  # the first write into the run directory, after every check passed
     if launched_by_slurm():
         config_ready_marker(run_dir).touch()  # the other SLURM tasks start now, from exactly this config
-    write_plan(run_dir, planned)
+    write_plan(run_dir, plan(cfg))  # planned again: the prepared shards' sizes enter its data-pages term
     if fresh_process_needed(layout):
         return fit_in_fresh_process(run_dir)
     return fit_then_leave(cfg, run_dir, started=started, layout=layout)
