@@ -1,11 +1,12 @@
 """Expert parallelism at the layer level (bigtrain/parallel/expert_parallel.py), 2 CPU processes on gloo: the same
 GPT with MoE blocks trained 20 fp32 steps as plain data parallelism (ep=1: every rank holds all experts, all
 gradients averaged) and with ep=2 (each rank holds half of every block's experts, tokens travel by all_to_all,
-dense gradients averaged, expert gradients scaled by 1/ep over the expert-data-parallel group of size 1). Same seed,
+dense gradients averaged, expert gradients scaled to the mean inside the all_to_all and averaged over the
+expert-data-parallel group, here of size 1). Same seed,
 data and capacity (large enough that nothing drops): the global losses agree within 1e-5 at every step, and each
 ep rank holds exactly half of the expert parameter bytes.
 
-A hand-written training loop (not the CLI): parallelism.ep is not wired into the strategies yet."""
+A hand-written training loop: the layer's contract without Lightning (tests/test_ep_train.py runs the CLI)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _train(rank: int, world: int, port: int, ep: int, out: dict) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     from bigtrain.model import GPT, GPTConfig
-    from bigtrain.parallel.expert_parallel import expert_parameters, scale_expert_grads, shard_experts
+    from bigtrain.parallel.expert_parallel import expert_parameters, shard_experts
 
     torch.manual_seed(0)
     cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64,
@@ -48,8 +49,6 @@ def _train(rank: int, world: int, port: int, ep: int, out: dict) -> None:
         total = loss + 0.01 * stats["aux_loss"] + 0.001 * stats["z_loss"]
         opt.zero_grad()
         total.backward()
-        if ep > 1:
-            scale_expert_grads(model, ep)  # expert-data-parallel group = world / ep = 1 rank: no reduction
         for p in model.parameters():
             if ep == 1 or id(p) not in experts:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
