@@ -74,6 +74,7 @@ class Setup:
     top_k: int = 1
     moe_every: int = 1
     n_shared_experts: int = 0
+    capacity_factor: float = 1.0  # training capacity: an expert takes capacity_factor x its even share of tokens
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
 
@@ -213,4 +214,5 @@ def moe_dims(m) -> dict:
         top_k=int(moe.get("top_k", 2)),
         moe_every=int(moe.get("every_n_layers", 1)),
         n_shared_experts=int(moe.get("n_shared_experts", 0)),
+        capacity_factor=float(moe.get("capacity_factor", 1.0)),
     )
