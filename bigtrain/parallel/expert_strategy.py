@@ -39,6 +39,7 @@ from bigtrain.parallel.expert_parallel import (
 )
 
 MODULE_PREFIX = "model."  # the GPT inside the LightningModule (training/module.py)
+FSDP_PREFIX = "_fsdp_wrapped_module."  # FSDP's wrapper in parameter names (its state dicts drop it)
 
 
 class ExpertParallelMixin:
@@ -63,7 +64,9 @@ class ExpertParallelMixin:
         self.precision_plugin.clip_grad_by_norm = self._clip_grad_by_norm
 
     def _expert_names(self) -> set[str]:
-        return {MODULE_PREFIX + n for n in expert_parameter_names(self.lightning_module.model)}
+        """State-dict keys of the expert weights (FSDP's wrapper prefix removed, as its state dicts remove it)."""
+        names = expert_parameter_names(self.lightning_module.model)
+        return {MODULE_PREFIX + n.replace(FSDP_PREFIX, "") for n in names}
 
     # --- gradients ---------------------------------------------------------------------------------------------
     def optimizer_step(self, optimizer, closure, model=None, **kwargs) -> Any:
@@ -96,28 +99,38 @@ class ExpertParallelMixin:
         state = local_expert_state(checkpoint["state_dict"], self._expert_names(), self.expert_groups)
         super().load_model_state_dict({**checkpoint, "state_dict": state}, strict=strict)
 
-    def _optimizer_expert_view(self, optimizer):
+    def _optimizer_expert_view(self, optimizer) -> tuple[set, dict]:
+        """The expert entries of an optimizer state dict and their local shapes, under both keyings: position in
+        the param groups (torch's optimizer.state_dict) and parameter name (FSDP.optim_state_dict)."""
         inner = getattr(optimizer, "_optimizer", optimizer)  # LightningOptimizer
-        experts = expert_parameters(self.lightning_module.model)
+        model = self.lightning_module.model
+        experts = expert_parameters(model)
         slots = optimizer_expert_slots(inner, {id(p) for p in experts})
         params = [p for group in inner.param_groups for p in group["params"]]
-        return slots, {i: params[i].shape for i in slots}
+        shapes: dict = {i: params[i].shape for i in slots}
+        by_id = {id(p): p for p in experts}
+        for name, p in model.named_parameters():
+            if id(p) in by_id:
+                shapes[MODULE_PREFIX + name.replace(FSDP_PREFIX, "")] = p.shape
+        return set(shapes), shapes
 
     def optimizer_state(self, optimizer) -> dict:
         slots, shapes = self._optimizer_expert_view(optimizer)
         state = super().optimizer_state(optimizer)
         return map_optimizer_expert_states(state, slots, lambda t: gather_experts(t, self.expert_groups), shapes)
 
-    def load_optimizer_state_dict(self, checkpoint) -> None:
+    def _local_optimizer_state(self, optimizer, opt_state: dict) -> dict:
         g = self.expert_groups
-        states = []
-        for optimizer, opt_state in zip(self.optimizers, checkpoint["optimizer_states"], strict=False):
-            slots, shapes = self._optimizer_expert_view(optimizer)
-            states.append(
-                map_optimizer_expert_states(
-                    opt_state, slots, lambda t: local_expert_slice(t, g.ep, g.ep_rank).clone(), shapes
-                )
-            )
+        slots, shapes = self._optimizer_expert_view(optimizer)
+        return map_optimizer_expert_states(
+            opt_state, slots, lambda t: local_expert_slice(t, g.ep, g.ep_rank).clone(), shapes
+        )
+
+    def load_optimizer_state_dict(self, checkpoint) -> None:
+        states = [
+            self._local_optimizer_state(optimizer, opt_state)
+            for optimizer, opt_state in zip(self.optimizers, checkpoint["optimizer_states"], strict=False)
+        ]
         super().load_optimizer_state_dict({**checkpoint, "optimizer_states": states})
 
 
@@ -132,8 +145,48 @@ class ExpertParallelDDPMixin(ExpertParallelMixin):
 
 
 class ExpertParallelFSDPMixin(ExpertParallelMixin):
-    """FSDP shards (zero=2, 3) the dense parameters over every rank; the experts are its ignored states."""
+    """FSDP shards (zero=2, 3) the dense parameters over every rank; the experts are its ignored states. Its sharded
+    checkpoint (torch.distributed.checkpoint) then holds the whole experts as plain tensors, written once."""
 
     def _setup_model(self, model):
         self.kwargs["ignored_states"] = expert_parameters(model.model)
         return super()._setup_model(model)
+
+    def load_checkpoint(self, checkpoint_path, weights_only=None) -> dict:
+        """Lightning's sharded-checkpoint load, with whole-sized targets for the experts, cut to this rank's share
+        before they reach the model and the optimizer."""
+        from pathlib import Path
+
+        from pytorch_lightning.strategies.fsdp import (
+            _METADATA_FILENAME,
+            _distributed_checkpoint_load,
+            _get_sharded_state_dict_context,
+            _is_sharded_checkpoint,
+        )
+        from pytorch_lightning.trainer.states import TrainerFn
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.optimizer import load_sharded_optimizer_state_dict
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        path = Path(self.broadcast(checkpoint_path))
+        if not _is_sharded_checkpoint(path):
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        names, ep = {n.removeprefix(MODULE_PREFIX) for n in self._expert_names()}, self.ep
+        with _get_sharded_state_dict_context(self.model):
+            state = self.model.state_dict()
+            for k in names:
+                state[k] = state[k].new_empty((state[k].shape[0] * ep, *state[k].shape[1:]))
+            module_state = {"model": state}
+            _distributed_checkpoint_load(module_state, path)
+            local = local_expert_state(module_state["model"], names, self.expert_groups)
+            self.model.load_state_dict(local, strict=self.lightning_module.strict_loading)
+            if self.lightning_module.trainer.state.fn == TrainerFn.FITTING and self.optimizers:
+                reader = FileSystemReader(path=path)
+                for idx, optim in enumerate(self.optimizers):
+                    key = f"optimizer_{idx}"
+                    loaded = load_sharded_optimizer_state_dict(
+                        model_state_dict=module_state["model"], optimizer_key=key, storage_reader=reader
+                    )[key]
+                    loaded = self._local_optimizer_state(optim, loaded)
+                    optim.load_state_dict(FSDP.optim_state_dict_to_load(self.model, optim, loaded))
+        return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)
