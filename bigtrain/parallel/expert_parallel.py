@@ -210,7 +210,7 @@ def map_optimizer_expert_states(opt_state: dict, slots: set[int], fn, local_shap
     """opt_state with every per-element state tensor (exp_avg, exp_avg_sq: a parameter's shape) of an expert slot
     passed through fn (gather to whole, or slice to local); scalars (step) untouched."""
     state = dict(opt_state["state"])
-    for i in slots:
+    for i in sorted(slots, key=str):  # the same order on every rank: fn may be a collective
         if i in state:
             state[i] = {
                 k: fn(v) if isinstance(v, torch.Tensor) and v.dim() > 0 and _expert_shaped(v, local_shapes[i]) else v
