@@ -221,7 +221,3 @@ def map_optimizer_expert_states(opt_state: dict, slots: set[int], fn, local_shap
 
 def _expert_shaped(t: torch.Tensor, local: torch.Size) -> bool:
     return t.shape[1:] == local[1:]
-
-
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()

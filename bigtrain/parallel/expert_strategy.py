@@ -152,6 +152,13 @@ class ExpertParallelFSDPMixin(ExpertParallelMixin):
         self.kwargs["ignored_states"] = expert_parameters(model.model)
         return super()._setup_model(model)
 
+    # FSDP's own: load_checkpoint (below) already put the states in place.
+    def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
+        pass
+
+    def load_optimizer_state_dict(self, checkpoint) -> None:
+        pass
+
     def load_checkpoint(self, checkpoint_path, weights_only=None) -> dict:
         """Lightning's sharded-checkpoint load, with whole-sized targets for the experts, cut to this rank's share
         before they reach the model and the optimizer."""
@@ -171,10 +178,10 @@ class ExpertParallelFSDPMixin(ExpertParallelMixin):
         path = Path(self.broadcast(checkpoint_path))
         if not _is_sharded_checkpoint(path):
             return super().load_checkpoint(checkpoint_path, weights_only)
-        names, ep = {n.removeprefix(MODULE_PREFIX) for n in self._expert_names()}, self.ep
+        names, ep = self._expert_names(), self.ep  # keys of the LightningModule under the FSDP root
         with _get_sharded_state_dict_context(self.model):
             state = self.model.state_dict()
-            for k in names:
+            for k in sorted(names):
                 state[k] = state[k].new_empty((state[k].shape[0] * ep, *state[k].shape[1:]))
             module_state = {"model": state}
             _distributed_checkpoint_load(module_state, path)
@@ -187,6 +194,21 @@ class ExpertParallelFSDPMixin(ExpertParallelMixin):
                     loaded = load_sharded_optimizer_state_dict(
                         model_state_dict=module_state["model"], optimizer_key=key, storage_reader=reader
                     )[key]
+                    # That helper shards the states of parameters FSDP does not manage: read the experts' whole
+                    # (their per-element states, shaped like the weight) and cut this rank's share.
+                    whole = {
+                        k: {n: torch.empty_like(state[k]) for n, v in loaded["state"][k].items() if _per_element(v)}
+                        for k in sorted(names)
+                        if k in loaded["state"]
+                    }
+                    _distributed_checkpoint_load({key: {"state": whole}}, path)
+                    for k, states in whole.items():
+                        loaded["state"][k] = {**loaded["state"][k], **states}
                     loaded = self._local_optimizer_state(optim, loaded)
                     optim.load_state_dict(FSDP.optim_state_dict_to_load(self.model, optim, loaded))
         return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)
+
+
+def _per_element(value) -> bool:
+    """An optimizer state shaped like its parameter (Adam's moments), not a scalar (its step)."""
+    return isinstance(value, torch.Tensor) and value.dim() > 0
