@@ -62,7 +62,8 @@ def test_ep_from_the_command_line_splits_the_experts():
         ),
         (
             ["model=tiny-moe", "hardware.devices=2", "parallelism=deepspeed", "zero=2", "parallelism.ep=2"],
-            f"parallelism=deepspeed cannot split experts (parallelism.ep=2); use parallelism={' or '.join(EP_PARALLELISMS)}",
+            "parallelism=deepspeed cannot split experts (parallelism.ep=2); use parallelism="
+            + " or ".join(EP_PARALLELISMS),
         ),
         ([*MOE2, "parallelism.ep=0"], "parallelism.ep=0"),
     ],

@@ -2,11 +2,12 @@
 
 world = devices x nodes (1 under parallelism=single) = dp x tp x pp; ep (expert parallel) splits a
 mixture-of-experts model's experts over ep of the dp ranks: each expert is then replicated over dp / ep ranks (the
-expert-data-parallel group, `edp`), while the dense parameters stay data-parallel over all dp ranks. Data parallelism splits into dp_shard (ranks that partition the model
-states: ZeRO >= 1, FSDP's shard modes, FSDP2 over tp's data axis) x dp_replicate (plain replicas). A step takes
-global_batch_size sequences: micro_batch_size per forward pass per rank, `accumulate` = global / (micro x dp)
-forward passes per rank. Under pipeline parallelism those micro-batches are the schedule's (each data-parallel
-rank loads its whole batch once and the schedule splits it), so the Trainer accumulates nothing.
+expert-data-parallel group, `edp`), while the dense parameters stay data-parallel over all dp ranks. Data
+parallelism splits into dp_shard (ranks that partition the model states: ZeRO >= 1, FSDP's shard modes, FSDP2 over
+tp's data axis) x dp_replicate (plain replicas). A step takes global_batch_size sequences: micro_batch_size per
+forward pass per rank, `accumulate` = global / (micro x dp) forward passes per rank. Under pipeline parallelism
+those micro-batches are the schedule's (each data-parallel rank loads its whole batch once and the schedule splits
+it), so the Trainer accumulates nothing.
 
 This module is the only place that computes dp and accumulation: validation derives the Layout (`layout_of`),
 the planner embeds it (its search varies it with `dataclasses.replace`), and the strategy builder, DataModule,
@@ -25,7 +26,7 @@ PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp", "tp", "pipeline")
 SHARDED_PARALLELISMS: tuple[str, ...] = ("deepspeed", "fsdp")  # strategies that implement zero stages and offload
 # Strategies that run parallelism.ep > 1 (bigtrain/parallel/expert_parallel.py). DeepSpeed is not among them: its
 # engine only treats a parameter as an expert (reduced over the expert-data-parallel group, saved per ep rank) when
-# it sits in deepspeed.moe.layer.MoE, a class the torch-only model cannot be (see expert_parallel.py).
+# it sits in deepspeed.moe.layer.MoE, a class the torch-only model cannot be (see parallel/expert_strategy.py).
 EP_PARALLELISMS = ("ddp", "fsdp")
 PIPELINE_SCHEDULES = ("gpipe", "1f1b")
 
@@ -147,7 +148,8 @@ class Layout:
             return []  # ep=1 is always valid; non-positive values are reported as such
         if self.experts <= 0:
             return [
-                f"parallelism.ep={self.ep} needs a mixture-of-experts model (model.moe.n_experts=0); use parallelism.ep=1"
+                f"parallelism.ep={self.ep} needs a mixture-of-experts model (model.moe.n_experts=0); "
+                "use parallelism.ep=1"
             ]
         p: list[str] = []
         if not planning and self.parallelism not in EP_PARALLELISMS:

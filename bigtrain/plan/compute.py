@@ -28,8 +28,8 @@ FORMULAS = {
     "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
     "step_time_s": "max(compute, comm, offload); compute = tokens x hw flops/token / (world x peak x mfu) x "
     "(1 + (pp-1)/m) + tp comm",
-    "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp); "
-    "ep: experts/ep over dp/ep ranks",
+    "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x "
+    "(dp-1)/dp); ep: experts/ep over dp/ep ranks",
     "achieved_tflops": "plan.achieved_tflops / plan.from_run: compute = tokens x hw flops/token / (world x achieved "
     "hardware FLOP/s per device), bubble and tp comm inside the measured rate (Megatron-LM's X, Narayanan 2021 sec. 5.1)",
     "ep_comm_bytes_per_step": "GShard all_to_all: 4 (dispatch + combine, forward + backward) x MoE layers x "
