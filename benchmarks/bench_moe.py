@@ -7,9 +7,12 @@ ratio moe / dense). Runs alternate (dense, moe, dense, moe, ...) and medians are
 between repeats (same seed), the rates do. --quick: nano-sized models, a few steps (numbers mean nothing).
 
     python -m benchmarks moe [--repeats N]
+    BIGTRAIN_BENCH_MOE_STEPS=80 python -m benchmarks moe     # a shorter run on a loaded machine (default: 300)
 """
 
 from __future__ import annotations
+
+import os
 
 from benchmarks.common import Context, Row, median, ratio, run_bigtrain
 
@@ -22,7 +25,14 @@ def overrides(ctx: Context, model: str) -> list[str]:
         moe = ["model.ffn_hidden_size=128", "model.moe.n_experts=4"] if model == MOE else []
         steps = ["trainer.max_steps=6", "trainer.val_check_interval=3", "data.max_bytes=2000000"]
         return [f"model={model}", *shape, *moe, *steps, "trainer.val_batches=1"]
-    return ["recipe=moe-vs-dense", f"model={model}"]
+    steps = int(os.environ.get("BIGTRAIN_BENCH_MOE_STEPS", "300"))  # the recipe's 300 by default
+    # Validation at the end only (and at the start, as always): the same batches for both models.
+    return [
+        "recipe=moe-vs-dense",
+        f"model={model}",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+    ]
 
 
 def run(ctx: Context) -> list[Row]:
