@@ -3,7 +3,8 @@ print one table of ratios against baselines measured in the same run, and write 
 
 Benches: overhead (framework tokens/s vs a plain loop), ttfs (time to first step), data (prepare and loader
 throughput), zero (DeepSpeed ZeRO 0-3 on CPU beside the planner, once both exist), gpu (tokens/s and MFU, CUDA only),
-plan (benchmarks/bench_plan.py, the planner's timing, when present).
+plan (benchmarks/bench_plan.py, the planner's timing, when present), moe (tiny-moe vs dense tiny at equal active
+parameters: val loss and tokens/s).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BENCHES = {
     "zero": "benchmarks.bench_zero",
     "gpu": "benchmarks.bench_gpu",
     "plan": "benchmarks.bench_plan_rows",
+    "moe": "benchmarks.bench_moe",
 }
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 

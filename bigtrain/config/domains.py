@@ -98,6 +98,7 @@ DOMAINS: dict[str, Domain] = {
     "parallelism.tp": count(1, 2**16),
     "parallelism.pp": count(1, 2**12),
     "parallelism.virtual_stages": count(1, 2**10),
+    "parallelism.ep": count(1, 2**12),
     "zero.reduce_bucket_size": count(1),
     "zero.allgather_bucket_size": count(1),
     "zero.stage3_param_persistence_threshold": count(0),

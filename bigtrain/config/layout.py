@@ -1,11 +1,13 @@
 """How a run is split across processes: one frozen, torch-free answer, derived once from the composed config.
 
-world = devices x nodes (1 under parallelism=single) = dp x tp x pp; ep (expert parallel) is 1 until a
-mixture-of-experts model borrows it from dp. Data parallelism splits into dp_shard (ranks that partition the model
-states: ZeRO >= 1, FSDP's shard modes, FSDP2 over tp's data axis) x dp_replicate (plain replicas). A step takes
-global_batch_size sequences: micro_batch_size per forward pass per rank, `accumulate` = global / (micro x dp)
-forward passes per rank. Under pipeline parallelism those micro-batches are the schedule's (each data-parallel
-rank loads its whole batch once and the schedule splits it), so the Trainer accumulates nothing.
+world = devices x nodes (1 under parallelism=single) = dp x tp x pp; ep (expert parallel) splits a
+mixture-of-experts model's experts over ep of the dp ranks: each expert is then replicated over dp / ep ranks (the
+expert-data-parallel group, `edp`), while the dense parameters stay data-parallel over all dp ranks. Data
+parallelism splits into dp_shard (ranks that partition the model states: ZeRO >= 1, FSDP's shard modes, FSDP2 over
+tp's data axis) x dp_replicate (plain replicas). A step takes global_batch_size sequences: micro_batch_size per
+forward pass per rank, `accumulate` = global / (micro x dp) forward passes per rank. Under pipeline parallelism
+those micro-batches are the schedule's (each data-parallel rank loads its whole batch once and the schedule splits
+it), so the Trainer accumulates nothing.
 
 This module is the only place that computes dp and accumulation: validation derives the Layout (`layout_of`),
 the planner embeds it (its search varies it with `dataclasses.replace`), and the strategy builder, DataModule,
@@ -22,6 +24,10 @@ from bigtrain.errors import ConfigError
 
 PARALLELISMS = ("single", "ddp", "deepspeed", "fsdp", "tp", "pipeline")
 SHARDED_PARALLELISMS: tuple[str, ...] = ("deepspeed", "fsdp")  # strategies that implement zero stages and offload
+# Strategies that run parallelism.ep > 1 (bigtrain/parallel/expert_parallel.py). DeepSpeed is not among them: its
+# engine only treats a parameter as an expert (reduced over the expert-data-parallel group, saved per ep rank) when
+# it sits in deepspeed.moe.layer.MoE, a class the torch-only model cannot be (see parallel/expert_strategy.py).
+EP_PARALLELISMS = ("ddp", "fsdp")
 PIPELINE_SCHEDULES = ("gpipe", "1f1b")
 
 
@@ -32,7 +38,8 @@ class Layout:
     devices: int = 1  # processes (accelerators) per node
     tp: int = 1  # tensor-parallel degree
     pp: int = 1  # pipeline stages
-    ep: int = 1  # expert-parallel degree (no MoE model yet: always 1)
+    ep: int = 1  # expert-parallel degree: ranks the experts of every MoE block are split over
+    experts: int = 0  # routed experts per MoE block (model.moe.n_experts; 0: a dense model)
     zero: int = 0  # ZeRO stage (FSDP: 3 full shard, 2 grads + optimizer states, 0 none)
     offload_optimizer: str = "none"  # none | cpu | nvme
     offload_params: str = "none"  # none | cpu | nvme
@@ -79,6 +86,11 @@ class Layout:
         """Data-parallel groups that hold identical copies (DDP replicas; HSDP's outer dimension)."""
         return self.dp // self.dp_shard
 
+    @property
+    def edp(self) -> int:
+        """Expert-data-parallel size: the dp ranks that hold the same experts (and average their gradients)."""
+        return max(self.dp // max(self.ep, 1), 1)
+
     # --- batches -----------------------------------------------------------------------------------------------
     @property
     def pipelined(self) -> bool:
@@ -110,7 +122,7 @@ class Layout:
     # --- rules ---------------------------------------------------------------------------------------------------
     def problems(self) -> list[str]:
         """Every broken invariant, each naming its numbers and what would be valid (empty when consistent)."""
-        return self.degree_problems() + self.split_problems() + self.batch_problems()
+        return self.degree_problems() + self.split_problems() + self.expert_problems() + self.batch_problems()
 
     def degree_problems(self) -> list[str]:
         """Device counts and degrees: positive, and one process under parallelism=single."""
@@ -131,8 +143,38 @@ class Layout:
                 f"{self.nodes} = {self.devices * self.nodes}; use parallelism=ddp, or hardware.devices=1 "
                 f"hardware.nodes=1"
             )
-        if self.ep > 1:
-            p.append(f"parallelism.ep={self.ep} needs a mixture-of-experts model; use parallelism.ep=1")
+        return p
+
+    def expert_problems(self, planning: bool = False) -> list[str]:
+        """ep splits a mixture of experts over data-parallel ranks: an MoE model, a strategy that runs it (not asked
+        of a plan, which may describe any engine), and an expert count and data-parallel size that ep divides."""
+        if self.ep is None or self.ep <= 1 or min(self.devices, self.nodes, self.tp, self.pp) <= 0:
+            return []  # ep=1 is always valid; non-positive values are reported as such
+        if self.experts <= 0:
+            return [
+                f"parallelism.ep={self.ep} needs a mixture-of-experts model (model.moe.n_experts=0); "
+                "use parallelism.ep=1"
+            ]
+        p: list[str] = []
+        if not planning and self.parallelism not in EP_PARALLELISMS:
+            p.append(
+                f"parallelism={self.parallelism} cannot split experts (parallelism.ep={self.ep}); use parallelism="
+                f"{' or '.join(EP_PARALLELISMS)}, or parallelism.ep=1"
+            )
+        if self.experts % self.ep:
+            valid = [e for e in range(1, self.experts + 1) if self.experts % e == 0 and self.dp % e == 0]
+            p.append(
+                f"parallelism.ep={self.ep} does not divide model.moe.n_experts={self.experts}; valid ep: "
+                f"{', '.join(map(str, valid))}"
+            )
+        if self.ep > self.world:
+            p.append(f"parallelism.ep={self.ep} exceeds the {self.world} processes of this run; use ep<={self.world}")
+        elif self.dp % self.ep:
+            valid = [e for e in range(1, self.dp + 1) if self.dp % e == 0 and self.experts % e == 0]
+            p.append(
+                f"parallelism.ep={self.ep} does not divide the data-parallel size dp={self.dp} (world {self.world} / "
+                f"(tp {self.tp} x pp {self.pp})); valid ep: {', '.join(map(str, valid))}"
+            )
         return p
 
     def split_problems(self) -> list[str]:
@@ -201,6 +243,7 @@ class Layout:
             "tp": self.tp,
             "pp": self.pp,
             "ep": self.ep,
+            "edp": self.edp,
             "zero": self.zero,
             "offload_optimizer": self.offload_optimizer,
             "offload_params": self.offload_params,
@@ -230,7 +273,8 @@ def layout_of(cfg) -> Layout:
         devices=hw.devices,
         tp=par.tp,
         pp=par.pp,
-        ep=par.get("ep", 1),  # no config key yet: the MoE issue adds it
+        ep=par.get("ep", 1),
+        experts=int(cfg.model.moe.n_experts) if "moe" in cfg.model else 0,
         zero=int(cfg.zero.stage) if cfg.zero.stage is not None else 0,
         offload_optimizer=str(cfg.offload.optimizer),
         offload_params=str(cfg.offload.params),

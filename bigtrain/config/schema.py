@@ -77,6 +77,9 @@ class ParallelismConfig:
     # Tensor- and pipeline-parallel degrees. The planner reads them; data-parallel size = world / (tp * pp).
     tp: int = 1
     pp: int = 1
+    # Expert-parallel degree (mixture-of-experts models, parallelism=ddp or fsdp): the experts of every MoE block
+    # are split over ep data-parallel ranks, tokens travel by all_to_all (bigtrain/parallel/expert_parallel.py).
+    ep: int = 1
     # parallelism=tp: also shard every parameter over the data-parallel axis with FSDP2 (2-D parallelism).
     fsdp: bool = False
     # parallelism=pipeline: the micro-batch schedule, gpipe (all forwards, then all backwards) or 1f1b.

@@ -212,6 +212,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
     p += layout.degree_problems()
     p += _model_parallel_problems(cfg, planning)
     p += layout.split_problems()
+    p += layout.expert_problems(planning)
 
     if cfg.zero.stage not in (0, 1, 2, 3):
         p.append(f"zero.stage={cfg.zero.stage} is unknown; valid: 0, 1, 2, 3")

@@ -80,6 +80,14 @@ def full_state_dict(trainer, module) -> dict[str, torch.Tensor] | None:
             if rank0:
                 for name, p in model.named_parameters():
                     out[name.replace(FSDP_PREFIX, "")] = p.detach().float().cpu().clone()
+    groups = getattr(trainer.strategy, "expert_groups", None)
+    if groups is not None:  # expert parallelism: each rank holds 1/ep of the experts (expert_parallel.py)
+        from bigtrain.parallel.expert_parallel import expert_parameter_names, gather_experts
+
+        for name in sorted(expert_parameter_names(model)):
+            whole = gather_experts(params[name].detach(), groups)
+            if rank0:
+                out[name.replace(FSDP_PREFIX, "")] = whole.float().cpu()
     if not rank0:
         return None
     # Tied weights appear once in named_parameters; the state dict of a plain GPT names both ends.

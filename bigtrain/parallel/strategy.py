@@ -19,6 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 
 from bigtrain.config.layout import Layout, layout_of
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
+from bigtrain.parallel.expert_strategy import ExpertParallelDDPMixin, ExpertParallelFSDPMixin
 from bigtrain.parallel.launcher import RunDirLauncherMixin
 from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
@@ -32,6 +33,10 @@ def process_group_backend(cfg) -> str:
 
 class RunDirDDPStrategy(RunDirLauncherMixin, DDPStrategy):
     """DDPStrategy whose extra local ranks start through bigtrain.worker (see launcher.py)."""
+
+
+class ExpertParallelDDPStrategy(ExpertParallelDDPMixin, RunDirDDPStrategy):
+    """RunDirDDPStrategy with parallelism.ep > 1 (see expert_strategy.py)."""
 
 
 class RunDirDeepSpeedStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
@@ -83,6 +88,14 @@ class CPUFSDPStrategy(CPUFSDPMixin, RunDirFSDPStrategy):
     """RunDirFSDPStrategy on CPU processes (see cpu_adapters.py)."""
 
 
+class ExpertParallelFSDPStrategy(ExpertParallelFSDPMixin, RunDirFSDPStrategy):
+    """RunDirFSDPStrategy with parallelism.ep > 1 (see expert_strategy.py)."""
+
+
+class CPUExpertParallelFSDPStrategy(ExpertParallelFSDPMixin, CPUFSDPStrategy):
+    """CPUFSDPStrategy with parallelism.ep > 1."""
+
+
 def _as_cpu_adam(optimizer, scheduler_config):
     """The same AdamW (groups, lr, betas, eps, decay) as DeepSpeedCPUAdam, with its LambdaLR schedule rebound."""
     from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -106,8 +119,10 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
     name, on_cpu = layout.parallelism, cfg.hardware.accelerator == "cpu"
     if name == "single":
         return SingleDeviceStrategy(device=torch.device("cpu") if on_cpu else torch.device("cuda", 0))
+    ep = {"ep": layout.ep} if layout.ep > 1 else {}  # experts split over ep ranks (expert_strategy.py)
     if name == "ddp":
-        return RunDirDDPStrategy(run_dir=run_dir, process_group_backend=process_group_backend(cfg))
+        cls = ExpertParallelDDPStrategy if ep else RunDirDDPStrategy
+        return cls(run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ep)
     if name == "tp":
         from bigtrain.parallel.tensor_parallel import TensorParallelStrategy
 
@@ -150,6 +165,9 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
         from bigtrain.model.gpt import Block
 
         cls = CPUFSDPStrategy if on_cpu else RunDirFSDPStrategy
+        if ep:
+            cls = CPUExpertParallelFSDPStrategy if on_cpu else ExpertParallelFSDPStrategy
+            ep["dense_sharded"] = layout.dp_shard > 1
         return cls(
             run_dir=run_dir,
             sharding_strategy=ShardingStrategy[FSDP_SHARDING[layout.zero]],
@@ -158,5 +176,6 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
             state_dict_type="sharded",  # each rank writes its shard; a full state dict crashes on CPU
             process_group_backend=process_group_backend(cfg),
             **devices,
+            **ep,
         )
     raise ValueError(f"no strategy for parallelism={name}")  # validate() rejects unknown names before this

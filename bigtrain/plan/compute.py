@@ -21,6 +21,7 @@ back, NVMe state swaps), which DeepSpeed does not overlap with the forward and b
 from __future__ import annotations
 
 from bigtrain.plan import bandwidth, memory, schedule
+from bigtrain.plan.moe import all_to_all_bytes_per_step, expert_params
 from bigtrain.plan.params import matmul_params
 from bigtrain.plan.setup import Setup
 
@@ -29,10 +30,13 @@ FORMULAS = {
     "2N_t + 4 L_t H_t Q_t T]",
     "hardware_flops_per_token": "+ recompute: full 8N + 16 LHQT; selective 6N + 16 LHQT (Korthikanti 2022)",
     "step_time_s": "max(compute, comm, offload) + optimizer_step (serial under optimizer offload); compute = "
-    "tokens x hw flops/token / (world x peak x mfu) x (1 + bubble) + tp comm",
-    "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x (dp-1)/dp)",
+    "tokens x hw flops/token / (world x peak x mfu) x (1 + bubble) + tp comm + ep all_to_all",
+    "comm_bytes_per_step": "ZeRO sec. 7: 2 x grad bytes x N/(tp*pp) per rank at zero 0-2, 3x at zero 3 (ring, x "
+    "(dp-1)/dp); ep: experts/ep over dp/ep ranks",
     "achieved_tflops": "plan.achieved_tflops / plan.from_run: compute = tokens x hw flops/token / (world x achieved "
     "hardware FLOP/s per device), bubble and tp comm inside the measured rate (Megatron-LM's X, Narayanan 2021 sec. 5.1)",
+    "ep_comm_bytes_per_step": "GShard all_to_all: 4 (dispatch + combine, forward + backward) x MoE layers x "
+    "micro-batches x capacity_factor x top_k x b s h x act bytes x (ep-1)/ep per rank; not overlapped (in compute)",
     "offload_bytes_per_step": "PCIe per device: grads down + params up (optimizer offload), 2 param fetches per "
     "micro-batch (param offload), activations down and up (activation offload); at the shared PCIe bandwidth",
     "train_time_s": "train_tokens / tokens_per_s",
@@ -78,8 +82,11 @@ def comm_bytes_per_step(s: Setup, n: int) -> float:
     if s.dp <= 1:
         return 0.0
     grad_bytes = 4 if s.precision in ("32", "32-true") else 8 if s.precision.startswith("64") else 2
-    volume = (3 if s.zero >= 3 else 2) * grad_bytes * n / (s.tp * s.pp)
-    return volume * (s.dp - 1) / s.dp
+    factor = (3 if s.zero >= 3 else 2) * grad_bytes / (s.tp * s.pp)
+    # Expert parallelism: each rank reduces only its 1/ep of the experts, over the dp / ep ranks that share them.
+    experts = expert_params(s) if s.layout.ep > 1 and s.n_experts else 0
+    edp = s.layout.edp
+    return factor * ((n - experts) * (s.dp - 1) / s.dp + experts / s.layout.ep * (edp - 1) / edp)
 
 
 def comm_bandwidth(s: Setup) -> float:
@@ -124,11 +131,15 @@ def timing(s: Setup, n: int) -> dict[str, float]:
     bubble = pipeline_bubble(s)
     tp_bytes = tp_comm_bytes_per_step(s)
     tp_s = tp_bytes / bandwidth.intra_node(s) if tp_bytes else 0.0
+    ep_bytes = all_to_all_bytes_per_step(s, 4 if s.precision in ("32", "32-true") else 2)
+    # ep groups are consecutive ranks: inside a node while ep <= devices per node
+    ep_bandwidth = bandwidth.intra_node(s) if s.layout.ep <= s.devices else bandwidth.inter_node(s)
+    ep_s = ep_bytes / ep_bandwidth if ep_bytes else 0.0
     if s.achieved_flops > 0:
         # a measured end-to-end rate already holds the bubble and the tensor-parallel traffic
         compute_s = tokens_per_step * hw_flops / (s.world * s.achieved_flops)
     elif s.peak_flops > 0:
-        compute_s = tokens_per_step * hw_flops / (s.world * s.peak_flops * s.mfu) * (1 + bubble) + tp_s
+        compute_s = tokens_per_step * hw_flops / (s.world * s.peak_flops * s.mfu) * (1 + bubble) + tp_s + ep_s
     else:
         compute_s = float("inf")
     comm_bytes = comm_bytes_per_step(s, n)
@@ -166,6 +177,8 @@ def timing(s: Setup, n: int) -> dict[str, float]:
         "pipeline_bubble": bubble,
         "tp_comm_bytes_per_step": tp_bytes,
         "tp_comm_time_s": tp_s,
+        "ep_comm_bytes_per_step": ep_bytes,
+        "ep_comm_time_s": ep_s,
         "compute_time_s": compute_s,
         "comm_bytes_per_step": comm_bytes,
         "comm_time_s": comm_s,

@@ -86,6 +86,18 @@ def model_states(s: Setup, n: int, accounting: str | None = None) -> dict[str, f
     - "paper": the ZeRO paper's formulas as published (`paper_states`);
     - "deepspeed-estimator": DeepSpeed's estimate_zero2/3_model_states_mem_needs (bigtrain/plan/estimator.py)."""
     accounting = accounting or s.accounting
+    if s.layout.ep > 1 and s.n_experts:
+        # Expert parallelism: the dense parameters as the engine holds them over all dp ranks, the routed experts
+        # split over ep and partitioned over their dp / ep replicas (bigtrain/plan/moe.py).
+        from bigtrain.plan.moe import expert_params, expert_states_per_rank
+
+        dense = _model_states(s, n - expert_params(s), accounting)
+        experts = expert_states_per_rank(s, state_bytes(s))
+        return {k: dense[k] + experts[k] for k in dense}
+    return _model_states(s, n, accounting)
+
+
+def _model_states(s: Setup, n: int, accounting: str) -> dict[str, float]:
     if not estimator.applies(s) or accounting == "paper":
         return paper_states(s, n)  # without a ZeRO engine the paper's layout is torch's own
     if accounting == "deepspeed-estimator":

@@ -40,11 +40,37 @@ def inactive_params(s: Setup) -> int:
     return n_moe_layers(s) * (s.n_experts - s.top_k) * mlp_params(s, s.ffn)
 
 
-def expert_state_bytes_per_rank(s: Setup, state_bytes: tuple[int, int, int]) -> float:
-    """Bytes of the routed experts' parameters, gradients and optimizer states on one rank: the experts split over
-    ep ranks (and tp x pp), each share ZeRO-partitioned over its expert-data-parallel group (dp / ep) by stage."""
+def expert_states_per_rank(s: Setup, state_bytes: tuple[int, int, int]) -> dict[str, float]:
+    """Device bytes of the routed experts' (params, grads, optimizer) on one rank: the experts split over ep ranks
+    (and tp x pp), each share ZeRO-partitioned by stage over its expert-data-parallel group (dp / ep ranks holding
+    the same experts); offloaded states leave the device as the dense ones do (memory.paper_states)."""
     pb, gb, ob = state_bytes
-    ep = getattr(s.layout, "ep", 1) or 1
-    shard = expert_params(s) / (s.tp * s.pp * ep)
-    edp, z = max(s.dp // ep, 1), s.zero
-    return shard * (pb / (edp if z >= 3 else 1) + gb / (edp if z >= 2 else 1) + ob / (edp if z >= 1 else 1))
+    shard = expert_params(s) / (s.tp * s.pp * s.layout.ep)
+    edp, z = s.layout.edp, s.zero
+    params = shard * pb / (edp if z >= 3 else 1)
+    grads = shard * gb / (edp if z >= 2 else 1)
+    optimizer = shard * ob / (edp if z >= 1 else 1)
+    if s.offload_optimizer != "none":
+        optimizer = 0.0
+        grads = 0.0 if z >= 2 else grads
+    if s.offload_params != "none":
+        params = 0.0
+    return {"params": params, "grads": grads, "optimizer": optimizer}
+
+
+def expert_state_bytes_per_rank(s: Setup, state_bytes: tuple[int, int, int]) -> float:
+    """Bytes of the routed experts' parameters, gradients and optimizer states on one rank (all three)."""
+    return sum(expert_states_per_rank(s, state_bytes).values())
+
+
+def all_to_all_bytes_per_step(s: Setup, act_bytes: int) -> float:
+    """Bytes one rank sends per optimizer step in expert parallelism's all_to_alls (GShard): each MoE block sends
+    its (E, C, h) dispatch buffer out and the experts' outputs back, forward and again backward (4 exchanges), for
+    each of the step's micro-batches; E x C = capacity_factor x top_k x tokens, of which (ep - 1) / ep leave the
+    rank. 0 without expert parallelism."""
+    ep = s.layout.ep
+    if ep <= 1 or not s.n_experts:
+        return 0.0
+    tokens = s.micro_batch_size * s.block_size
+    buffer = s.capacity_factor * s.top_k * tokens * s.n_embd * act_bytes
+    return 4 * n_moe_layers(s) * s.accumulate * buffer * (ep - 1) / ep

@@ -68,7 +68,9 @@ def table(p: dict, title: str) -> str:
         + (f" (Megatron-LM formula: {count(p['n_params_megatron'])})" if p["n_params_megatron"] else "")
         + (
             f"; {count(p['n_params_active'])} active per token, experts {count(p['n_expert_params'])} "
-            f"({gb(p['expert_state_bytes_per_rank'])} of expert states per rank)"
+            f"({gb(p['expert_state_bytes_per_rank'])} of expert states per rank"
+            + (f", all_to_all {gb(p['ep_comm_bytes_per_step'])}/step" if p.get("ep_comm_bytes_per_step") else "")
+            + ")"
             if "n_params_active" in p
             else ""
         ),

@@ -1,5 +1,7 @@
-"""Search: enumerate layouts (node count x tp x pp x zero stage x offload x micro batch x recompute) for the
-config's model, hardware and global batch, keep those that fit, rank them by training time or cost.
+"""Search: enumerate layouts (node count x tp x pp x expert parallel x zero stage x offload x micro batch x
+recompute) for the config's model, hardware and global batch, keep those that fit, rank them by training time or
+cost. A mixture of experts also tries every power-of-two ep dividing dp and n_experts, on the engines that run it
+(EP_PARALLELISMS: DDP at zero 0, FSDP at zero 2 and 3).
 
 Each candidate is planned with the same functions as a single plan; only the Setup's Layout (and recomputation)
 change, by `dataclasses.replace`.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bigtrain.config.layout import SHARDED_PARALLELISMS
+from bigtrain.config.layout import EP_PARALLELISMS, SHARDED_PARALLELISMS
 from bigtrain.plan import compute, memory
 from bigtrain.plan.params import n_params
 from bigtrain.plan.setup import Setup
@@ -49,6 +51,8 @@ class Candidate:
             parts.append(f"parallelism.tp={s.tp}")
         if s.pp != 1:
             parts.append(f"parallelism.pp={s.pp}")
+        if s.layout.ep != 1:
+            parts.append(f"parallelism.ep={s.layout.ep}")
         parts.append(f"trainer.micro_batch_size={s.micro_batch_size}")
         parts.append(f"model.activation_checkpointing={str(s.recompute == 'full').lower()}")
         if s.recompute == "selective":
@@ -83,7 +87,7 @@ def layouts(base: Setup, max_nodes: int):
                     continue
                 if base.global_batch_size % dp:
                     continue
-                for zero, offload, opt_dev, param_dev in ZERO_OFFLOADS:
+                for (zero, offload, opt_dev, param_dev), ep in _zero_offloads_ep(base, dp, tp * pp):
                     if pp > 1 and zero > 1:
                         continue  # DeepSpeed's pipeline engine supports ZeRO-1 at most
                     if "nvme" in (opt_dev, param_dev) and base.nvme_capacity_bytes <= 0:
@@ -91,12 +95,13 @@ def layouts(base: Setup, max_nodes: int):
                     if zero == 0:
                         parallelism = "single" if world == 1 else "ddp"
                     else:
-                        parallelism = SHARDED
+                        parallelism = SHARDED if ep == 1 else "fsdp"
                     for micro in _powers_of_two(base.global_batch_size // dp):
                         if base.global_batch_size % (micro * dp):
                             continue
                         layout = replace(
                             split,
+                            ep=ep,
                             parallelism=parallelism,
                             zero=zero,
                             offload_optimizer=opt_dev,
@@ -108,6 +113,23 @@ def layouts(base: Setup, max_nodes: int):
                                 replace(base, layout=layout, recompute=recompute, sequence_parallel=tp > 1),
                                 offload,
                             )
+
+
+# Expert parallelism runs on DDP (zero 0) and FSDP (zero 2: SHARD_GRAD_OP, 3: FULL_SHARD), without offload.
+EP_ZERO_OFFLOADS = tuple(z for z in ZERO_OFFLOADS if z[0] in (0, 2, 3) and z[1] == "none")
+
+
+def _zero_offloads_ep(base: Setup, dp: int, model_parallel: int):
+    """(zero/offload row, ep) pairs: ep=1 with every row; for a mixture of experts without tp/pp (the engines that
+    run ep are data-parallel only), each power-of-two ep > 1 dividing dp and n_experts with the rows its engines run."""
+    for row in ZERO_OFFLOADS:
+        yield row, 1
+    if not base.n_experts or model_parallel > 1 or not {"ddp", "fsdp"} <= set(EP_PARALLELISMS):
+        return
+    for ep in _powers_of_two(dp)[1:]:
+        if base.n_experts % ep == 0:
+            for row in EP_ZERO_OFFLOADS:
+                yield row, ep
 
 
 def search(base: Setup, max_nodes: int = 16, rank_by: str = "time") -> tuple[list[Candidate], int]:

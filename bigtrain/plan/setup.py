@@ -86,6 +86,7 @@ class Setup:
     host_cores: int = 1
     cpu_adam_rate_per_core: float = 4.0e8
     host_memory_bandwidth: float = 0.0
+    capacity_factor: float = 1.0  # training capacity: an expert takes capacity_factor x its even share of tokens
     # task=distill: the frozen teacher, as a Setup of the same layout with the teacher's model dims (None: no teacher)
     teacher: Setup | None = None
     # What the process holds besides the model (baseline, data pages, loader workers; bigtrain/plan/process.py);
@@ -253,4 +254,5 @@ def moe_dims(m) -> dict:
         top_k=int(moe.get("top_k", 2)),
         moe_every=int(moe.get("every_n_layers", 1)),
         n_shared_experts=int(moe.get("n_shared_experts", 0)),
+        capacity_factor=float(moe.get("capacity_factor", 1.0)),
     )

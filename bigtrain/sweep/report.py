@@ -1,7 +1,7 @@
 """The sweep report: one row per point (what it varied, losses, throughput, memory, plan vs measured, wall time,
 status) as report.md / report.csv / report.json in the sweep directory, a rich table on the console, and two plots:
 loss_curves.png (train and validation loss of every point, overlaid) and throughput_memory.png (tokens/s and peak
-memory per point)."""
+memory per point); with mixture-of-experts points also expert_load.png (moe_plot.py)."""
 
 from __future__ import annotations
 
@@ -192,6 +192,9 @@ def build_report(sweep_dir: Path | str, sweep_over: bool = True, quiet: bool = F
     rows = rows_of(points)
     files = write_tables(sweep_dir, rows)
     files += [plot_losses(sweep_dir, points), plot_throughput_memory(sweep_dir, rows)]
+    from bigtrain.sweep.moe_plot import plot_expert_load  # expert_load.png, only when MoE runs are present
+
+    files += [path for path in [plot_expert_load(sweep_dir, points)] if path is not None]
     if not quiet:
         print_table(sweep_dir, rows)
         print(f"sweep report: {', '.join(str(f) for f in files)}")

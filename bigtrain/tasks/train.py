@@ -373,7 +373,9 @@ def replicas_agree(trainer, module) -> bool:
     per-parameter float64 checksum from each rank."""
     import torch
 
-    checksum = torch.stack([p.detach().double().sum() + (p.detach().double() ** 2).sum() for p in module.parameters()])
+    # Under expert parallelism the ranks hold different experts by design: the strategy names what must agree.
+    params = getattr(trainer.strategy, "replicated_parameters", lambda m: list(m.parameters()))(module)
+    checksum = torch.stack([p.detach().double().sum() + (p.detach().double() ** 2).sum() for p in params])
     gathered = trainer.strategy.all_gather(checksum)  # (world, n_params)
     return bool((gathered == gathered[0]).all())
 
