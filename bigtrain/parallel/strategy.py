@@ -20,6 +20,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 from bigtrain.config.layout import Layout, layout_of
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
 from bigtrain.parallel.launcher import RunDirLauncherMixin
+from bigtrain.parallel.neutral_load import LoadsNeutralCheckpoints
 from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
 # zero stage -> FSDP sharding strategy (FSDP has no optimizer-only stage, so zero=1 is refused by validate).
@@ -34,7 +35,7 @@ class RunDirDDPStrategy(RunDirLauncherMixin, DDPStrategy):
     """DDPStrategy whose extra local ranks start through bigtrain.worker (see launcher.py)."""
 
 
-class RunDirDeepSpeedStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
+class RunDirDeepSpeedStrategy(LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
     """Lightning's DeepSpeedStrategy, started through bigtrain.worker, with DeepSpeedCPUAdam when offloading.
 
     DeepSpeed runs the optimizer step of offloaded states on the host and insists on its own vectorised CPU Adam
@@ -65,7 +66,7 @@ class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, RunDirDeepSpeedStrategy):
     """RunDirDeepSpeedStrategy on CPU processes (see cpu_adapters.py)."""
 
 
-class RunDirFSDPStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, FSDPStrategy):
+class RunDirFSDPStrategy(LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, FSDPStrategy):
     """Lightning's FSDPStrategy, started through bigtrain.worker, with gradient-norm clipping.
 
     Lightning's FSDPPrecision refuses norm clipping; its docs have the LightningModule call the FSDP root's own
