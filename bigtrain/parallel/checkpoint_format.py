@@ -84,7 +84,9 @@ class CheckpointFormat:
         }
 
     def summary_line(self) -> str:
-        return f"{self.path}: {self.format} checkpoint, {self.layout_text()}, step {self.step}; model {self.shape_text()}"
+        return (
+            f"{self.path}: {self.format} checkpoint, {self.layout_text()}, step {self.step}; model {self.shape_text()}"
+        )
 
 
 def shape_of(model: dict) -> dict:
@@ -146,7 +148,9 @@ def _from_blob(p: Path, fmt: str, blob: dict, world: int | None = None) -> Check
         out.world = 1 if out.parallelism == "single" else int(hw.get("devices", 1)) * int(hw.get("nodes", 1))
     if fmt == "neutral":  # the layout it was converted from is recorded inside
         src = blob[NEUTRAL_KEY].get("source") or {}
-        out.parallelism, out.zero, out.offload, out.world = (src.get(k) for k in ("parallelism", "zero", "offload", "world"))
+        out.parallelism, out.zero, out.offload, out.world = (
+            src.get(k) for k in ("parallelism", "zero", "offload", "world")
+        )
     if world is not None:
         out.world = world
     return out

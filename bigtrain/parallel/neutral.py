@@ -98,7 +98,9 @@ def _from_torch_optimizer(osd: dict, names: list[list[str]]) -> tuple[dict, list
     by_id = {}
     for group, group_names in zip(osd["param_groups"], names, strict=True):
         if len(group["params"]) != len(group_names):
-            raise BigtrainError(f"optimizer group of {len(group['params'])} parameters where the model has {len(group_names)}")
+            raise BigtrainError(
+                f"optimizer group of {len(group['params'])} parameters where the model has {len(group_names)}"
+            )
         by_id.update(zip(group["params"], group_names, strict=True))
     optim = {by_id[i]: dict(state) for i, state in osd["state"].items()}
     groups = [{k: v for k, v in g.items() if k != "params"} for g in osd["param_groups"]]
@@ -140,7 +142,11 @@ def _read_deepspeed(fmt: CheckpointFormat) -> dict:
             if all(k in part for k in ADAM_STATES):  # a tied alias (lm_head = wte) has its weight only
                 optim[name] = {k: _param(part[k]).float() for k in ADAM_STATES}
                 # ZeRO-3's conversion writes no step.pt: Adam has stepped once per optimizer step DeepSpeed took.
-                step = _param(part["step"]) if "step" in part else client.get("global_steps", 0) - client.get("skipped_steps", 0)
+                step = (
+                    _param(part["step"])
+                    if "step" in part
+                    else client.get("global_steps", 0) - client.get("skipped_steps", 0)
+                )
                 optim[name]["step"] = torch.as_tensor(step, dtype=torch.float32)
     # ZeRO-3's universal files hold each parameter flat: give it back its shape (the numbers must match).
     shapes = _shapes(fmt)
@@ -193,9 +199,9 @@ def _deepspeed_groups(folder: Path) -> list[dict]:
 
 
 def _read_dcp(fmt: CheckpointFormat) -> dict:
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
     import warnings
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     with tempfile.TemporaryDirectory(prefix="bigtrain-dcp-") as tmp, weights_only_loads(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process": intended
@@ -208,7 +214,10 @@ def _read_dcp(fmt: CheckpointFormat) -> dict:
     osd = next((v for k, v in full.items() if k.startswith("optimizer")), None)
     optim, groups = {}, []
     if osd:
-        optim = {gpt_name(k): {s: (v.float() if torch.is_tensor(v) else v) for s, v in st.items()} for k, st in osd["state"].items()}
+        optim = {
+            gpt_name(k): {s: (v.float() if torch.is_tensor(v) else v) for s, v in st.items()}
+            for k, st in osd["state"].items()
+        }
         for st in optim.values():
             st["step"] = torch.as_tensor(st["step"], dtype=torch.float32)
         groups = [{k: v for k, v in g.items() if k != "params"} for g in osd.get("param_groups", [])]
@@ -238,13 +247,16 @@ def write_neutral(fmt: CheckpointFormat, target_accumulate: int, out: Path) -> P
     step = int(extras.get("global_step") or 0)
     lr_now = (extras.get("lr_schedulers") or [{}])[0].get("_last_lr")
     groups = []
-    for i, group_names in enumerate(names):
+    for i in range(len(names)):
         hyper = dict(state["groups"][i]) if i < len(state["groups"]) else {}
         if lr_now:
             hyper["lr"] = lr_now[i]  # the schedule's value at this step (the next step uses it)
         groups.append({**hyper, "params": list(range(sum(map(len, names[:i])), sum(map(len, names[: i + 1]))))})
     flat = [n for g in names for n in g]
-    optimizer = {"state": {i: state["optim"][n] for i, n in enumerate(flat) if n in state["optim"]}, "param_groups": groups}
+    optimizer = {
+        "state": {i: state["optim"][n] for i, n in enumerate(flat) if n in state["optim"]},
+        "param_groups": groups,
+    }
     if state["optim"] and len(optimizer["state"]) != len(flat):
         raise BigtrainError(f"{fmt.path}: optimizer states for {len(optimizer['state'])} of {len(flat)} parameters")
     if fmt.run_config:

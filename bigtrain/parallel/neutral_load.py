@@ -91,7 +91,9 @@ def _into_fsdp(strategy, weights: dict, states: dict, groups: list[dict]) -> Non
     order = _group_names(strategy, optimizer)
     osd = {
         "state": {f"model.{n}": _adam(states[n]) for group in order for n in group},
-        "param_groups": [{**g, "params": [f"model.{n}" for n in names]} for g, names in zip(groups, order, strict=True)],
+        "param_groups": [
+            {**g, "params": [f"model.{n}" for n in names]} for g, names in zip(groups, order, strict=True)
+        ],
     }
     set_optimizer_state_dict(root, optimizer, osd, options=options)
 
@@ -122,7 +124,10 @@ def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -
         if states:
             names = {id(p): n for n, p in params.items()}
             osd = {
-                "state": {i: _adam(states[names[id(p)]]) for i, p in enumerate(p for g in inner.param_groups for p in g["params"])},
+                "state": {
+                    i: _adam(states[names[id(p)]])
+                    for i, p in enumerate(p for g in inner.param_groups for p in g["params"])
+                },
                 "param_groups": [],
             }
             start = 0
@@ -132,6 +137,8 @@ def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -
             inner.load_state_dict(osd)
         return
     rank0 = strategy.global_rank == 0
+    # ZeRO 1/2 link each parameter to its Adam-state fragments at the first step; a resume sets them before it.
+    getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", lambda: None)()
     for name, p in params.items():
         # The module's own copy (what the next forward reads): whole on every rank under ZeRO 1/2; under ZeRO-3
         # gathered, set on rank zero and partitioned again on leaving the context.
@@ -148,7 +155,7 @@ def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -
             if "step" in state:
                 old = state["step"]
                 state["step"] = torch.as_tensor(step, dtype=old.dtype) if torch.is_tensor(old) else int(step)
-    for g, hyper in zip(inner.param_groups, groups):
+    for g, hyper in zip(inner.param_groups, groups, strict=False):  # no groups: a file without optimizer states
         g["lr"] = hyper.get("lr", g["lr"])  # the schedule's value at this step; LambdaLR sets it from the next step
 
 

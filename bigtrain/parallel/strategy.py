@@ -35,7 +35,9 @@ class RunDirDDPStrategy(RunDirLauncherMixin, DDPStrategy):
     """DDPStrategy whose extra local ranks start through bigtrain.worker (see launcher.py)."""
 
 
-class RunDirDeepSpeedStrategy(LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
+class RunDirDeepSpeedStrategy(
+    LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy
+):
     """Lightning's DeepSpeedStrategy, started through bigtrain.worker, with DeepSpeedCPUAdam when offloading.
 
     DeepSpeed runs the optimizer step of offloaded states on the host and insists on its own vectorised CPU Adam
