@@ -2,8 +2,8 @@
 
 Single and DDP load the neutral file as the Lightning checkpoint it is. FSDP and DeepSpeed would read a folder of
 their own; given a neutral file they put the whole weights and Adam states into their shards here:
-    FSDP        torch.distributed.checkpoint.state_dict.set_model_state_dict / set_optimizer_state_dict
-                (full_state_dict=True: every rank passes the whole tensors, each keeps its shard)
+    FSDP        its full-state-dict loading (FSDP.optim_state_dict_to_load for the name-keyed Adam states, as
+                Lightning's FSDPStrategy loads a whole-model file): every rank passes whole tensors, keeps its shard
     DeepSpeed   ZeRO 1-3: deepspeed.utils.safe_set_full_fp32_param / safe_set_full_optimizer_state for the fp32
                 master partitions and Adam moments, and the module's own parameters (gathered under ZeRO-3) for the
                 weights the next forward uses; ZeRO-0: the module and the torch optimizer load their state dicts
@@ -75,16 +75,18 @@ class LoadsNeutralCheckpoints:
 
 
 def _into_fsdp(strategy, weights: dict, states: dict, groups: list[dict]) -> None:
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
+    """FSDP's own full-state-dict loading, as Lightning's FSDPStrategy does for a whole-model file: every rank
+    passes the whole tensors and keeps its shard; the optimizer state goes in keyed by parameter name
+    (FSDP.optim_state_dict_to_load). Names are the LightningModule's ("model.<GPT name>")."""
+    from lightning_fabric.strategies.fsdp import _get_full_state_dict_context
+    from lightning_fabric.strategies.model_parallel import _load_raw_module_state
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    root = strategy.model  # the FSDP root around the LightningModule: names are the module's ("model.<GPT name>")
-    options = StateDictOptions(full_state_dict=True, strict=True)
-    module_names = strategy.lightning_module.state_dict().keys()
-    set_model_state_dict(root, {k: weights[k.removeprefix("model.")] for k in module_names}, options=options)
+    root = strategy.model  # the FSDP root around the LightningModule
+    # Not lightning_module.state_dict() for the names: it would run the nested FSDP units' hooks as if each were
+    # the root. The module's keys are "model." + the GPT's (its whole state, buffers included, is the GPT's).
+    full = {f"model.{k}": v for k, v in weights.items()}
+    _load_raw_module_state(full, module=root, world_size=strategy.world_size, strict=True)
     if not states:
         return
     optimizer = strategy.optimizers[0]
@@ -95,7 +97,8 @@ def _into_fsdp(strategy, weights: dict, states: dict, groups: list[dict]) -> Non
             {**g, "params": [f"model.{n}" for n in names]} for g, names in zip(groups, order, strict=True)
         ],
     }
-    set_optimizer_state_dict(root, optimizer, osd, options=options)
+    with _get_full_state_dict_context(root, world_size=strategy.world_size, rank0_only=False):
+        optimizer.load_state_dict(FSDP.optim_state_dict_to_load(model=root, optim=optimizer, optim_state_dict=osd))
 
 
 def _group_names(strategy, optimizer) -> list[list[str]]:
@@ -137,8 +140,8 @@ def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -
             inner.load_state_dict(osd)
         return
     rank0 = strategy.global_rank == 0
-    # ZeRO 1/2 link each parameter to its Adam-state fragments at the first step; a resume sets them before it.
-    getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", lambda: None)()
+    if states:
+        _create_adam_states(engine.optimizer, inner)
     for name, p in params.items():
         # The module's own copy (what the next forward reads): whole on every rank under ZeRO 1/2; under ZeRO-3
         # gathered, set on rank zero and partitioned again on leaving the context.
@@ -163,3 +166,22 @@ def _inner_optimizer(opt):
     while hasattr(opt, "optimizer") and isinstance(opt.optimizer, torch.optim.Optimizer):
         opt = opt.optimizer
     return opt
+
+
+def _create_adam_states(zero_optimizer, inner) -> None:
+    """ZeRO creates Adam's states at the first step (with CPU offload DeepSpeedCPUAdam does; ZeRO 1/2 link each
+    parameter to its fragments then); a resume sets them before that step, so create them as the optimizer would
+    (zeros, step 0: it initialises only empty states) and link them now."""
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    # ZeRO-3 hands its flat fp32 partitions to the optimizer only inside its step; ZeRO 1/2 keep them in the groups.
+    flats = getattr(zero_optimizer, "fp32_partitioned_groups_flat", None)
+    for p in flats if flats is not None else [p for g in inner.param_groups for p in g["params"]]:
+        state = inner.state[p]
+        if not state:
+            state["step"] = 0 if isinstance(inner, DeepSpeedCPUAdam) else torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    if hasattr(zero_optimizer, "_lazy_init_hp_params_optimizer_state"):  # ZeRO 1/2 (ZeRO-3 reads them directly)
+        zero_optimizer._hp_optimizer_states_linked = False
+        zero_optimizer._lazy_init_hp_params_optimizer_state()
