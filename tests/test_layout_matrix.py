@@ -10,11 +10,11 @@ editing this file.
     trains on to step 8: every step within 1e-5 of the uninterrupted single run. The checkpoint goes through
     task=train's own decision (training/cross_layout.py: loaded as is on its own layout, else converted to the
     layout-neutral form by the format's own tool).
-Layouts whose checkpoints cannot be converted yet (tensor and pipeline parallel) are A only in
-test_unconvertible_source_is_refused_in_one_line.
+Layouts whose checkpoints cannot be converted yet (tensor and pipeline parallel) are in (a) only; their refusal is
+tests/test_checkpoint_format.py's. Resuming into DeepSpeed ZeRO-3 is a known gap (KNOWN_BAD_TARGET, strict xfail).
 
-Default (`-m slow`): a representative slice (LAYOUT_SLICE: single, DDP, ZeRO-2 with CPU offload, ZeRO-3, FSDP full
-shard, plus every pair among them that the rule picks). Full matrix: `pytest -m matrix tests/test_layout_matrix.py`.
+Default (slow tier): a representative slice (LAYOUT_SLICE: single, DDP, ZeRO-2 with CPU offload, ZeRO-3, FSDP full
+shard: 5 layouts and the 14 pairs among them that the rule picks). Full matrix: `pytest -m matrix tests/test_layout_matrix.py`.
 Processes: one 1-process and one 2-process launch for (a), the same for (b); each worker trains its configs in turn.
 """
 
