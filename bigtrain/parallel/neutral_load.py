@@ -10,9 +10,10 @@ their own; given a neutral file they put the whole weights and Adam states into 
 Lightning then restores the rest from the returned dict as usual: global step and loops, LR schedule, callbacks,
 and the module's on_load_checkpoint (validation history, RNG).
 
-Known gap: into ZeRO-3 the load reads back exact (safe_get_full_fp32_param / _optimizer_state, step, lr) and the
-first resumed step matches, but later steps drift (~1e-3 by step 8 on the nano model); tests/test_layout_matrix.py
-holds it as a strict xfail. ZeRO-3 checkpoints as the source carry exactly.
+Known gap: into ZeRO 1-3 with torch's AdamW (no optimizer offload) the load reads back exact (safe_get_full_*,
+step, lr) and the first resumed step matches, but later steps drift (3.4e-3 by step 8 on the nano model, the same
+at every stage); with offload=cpu (DeepSpeedCPUAdam) and at ZeRO-0 it is exact. tests/test_layout_matrix.py holds
+it as a strict xfail. Every DeepSpeed checkpoint as the source carries exactly.
 """
 
 from __future__ import annotations
