@@ -26,6 +26,7 @@ TASKS = (
     "eval",
     "export",
     "generate",
+    "inspect",
     "plan",
     "prepare",
     "quantize",
@@ -302,7 +303,7 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
 def _use_problems(cfg) -> list[str]:
     """Rules of the tasks that use a trained model: generate, eval, export, and fine-tuning (init_from)."""
     p: list[str] = []
-    if cfg.task in ("generate", "eval", "export", "consolidate") and not cfg.ckpt:
+    if cfg.task in ("generate", "eval", "export", "consolidate", "inspect") and not cfg.ckpt:
         p.append(f"task={cfg.task} needs ckpt=<a .ckpt file, a run directory, or a checkpoint directory>")
     if cfg.task == "generate" and (cfg.prompt is None) == (cfg.prompt_file is None):
         p.append(

@@ -1,7 +1,8 @@
 """Random windows of block_size + 1 tokens from memory-mapped token files, as whole micro-batches.
 
-Micro-batch m (a global counter over the whole run) draws its window offsets from a generator seeded with
-(seed, m): the data is a pure function of the seed and the position in the run. Data-parallel rank r of D takes
+Sample i (a global counter over the whole run) reads the window that a counter-based hash of (seed, i) picks:
+the data is a pure function of the seed and the sample's position in the run, whatever the layout. Micro-batch m
+holds samples [m x micro_batch_size, (m + 1) x micro_batch_size). Data-parallel rank r of D takes
 micro-batches r, r + D, r + 2D, ...; one optimizer step with accumulation A consumes micro-batches
 [step*A*D, (step+1)*A*D) in total, so the same seed and global batch see the same windows per step whatever the
 split between ranks and accumulation, and a resumed run continues at global_step*A*D without replaying or skipping.
@@ -25,6 +26,22 @@ VAL_STREAM = 1 << 40
 ENDLESS = 10**12
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijective mix of uint64s, vectorised (wraps mod 2^64)."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_offsets(samples: np.ndarray, seed: int, stream: int, n_starts: int) -> np.ndarray:
+    """Window start in [0, n_starts) of each global sample index: a counter-based hash of (seed, stream, sample),
+    no generator state, so sample i's window never depends on which rank or micro-batch reads it."""
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.full(samples.shape, seed, dtype=np.uint64) ^ _splitmix64(np.uint64(stream) + samples))
+    return (key % np.uint64(n_starts)).astype(np.int64)  # modulo bias < n_starts / 2^64: none that matters
+
+
 class TokenWindows(Dataset):
     """Index m -> (x, y) int64 tensors of shape (micro_batch_size, block_size)."""
 
@@ -42,8 +59,10 @@ class TokenWindows(Dataset):
         return self._tokens
 
     def offsets(self, m: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.stream + m])
-        return rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.micro_batch_size, endpoint=True)
+        """Window starts of item m: samples m x micro_batch_size ... , each a function of (seed, sample index)
+        alone, so any split of a step's samples into items and ranks reads the same windows."""
+        samples = np.arange(m * self.micro_batch_size, (m + 1) * self.micro_batch_size, dtype=np.uint64)
+        return sample_offsets(samples, self.seed, self.stream, len(self.tokens) - self.block_size)
 
     def __getitem__(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         windows = torch.from_numpy(self.tokens[self.offsets(m)[:, None] + self._span].astype(np.int64))

@@ -32,10 +32,14 @@ def is_fsdp_checkpoint(folder: Path) -> bool:
 
 
 def consolidated_state_dict(folder: Path, tag: str | None = None) -> dict:
-    """DeepSpeed's own zero_to_fp32 merge of every rank's shards: {parameter name: fp32 tensor}."""
+    """DeepSpeed's own zero_to_fp32 merge of every rank's shards: {parameter name: fp32 tensor}. ZeRO stage 0
+    shards nothing: its engine saved the whole module in mp_rank_00_model_states.pt, which zero_to_fp32 refuses."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     allow_deepspeed_globals()
+    client = deepspeed_client_state(folder)
+    if ((client.get("ds_config") or {}).get("zero_optimization") or {}).get("stage", 0) == 0 and client.get("module"):
+        return {k: v.float() for k, v in client["module"].items()}
     with weights_only_loads():
         return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
 

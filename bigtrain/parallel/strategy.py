@@ -21,6 +21,7 @@ from bigtrain.config.layout import Layout, layout_of
 from bigtrain.parallel.cpu_adapters import CPUDeepSpeedMixin, CPUFSDPMixin, cpu_parallel_devices
 from bigtrain.parallel.expert_strategy import ExpertParallelDDPMixin, ExpertParallelFSDPMixin
 from bigtrain.parallel.launcher import RunDirLauncherMixin
+from bigtrain.parallel.neutral_load import LoadsNeutralCheckpoints
 from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
 # zero stage -> FSDP sharding strategy (FSDP has no optimizer-only stage, so zero=1 is refused by validate).
@@ -39,7 +40,9 @@ class ExpertParallelDDPStrategy(ExpertParallelDDPMixin, RunDirDDPStrategy):
     """RunDirDDPStrategy with parallelism.ep > 1 (see expert_strategy.py)."""
 
 
-class RunDirDeepSpeedStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy):
+class RunDirDeepSpeedStrategy(
+    LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, DeepSpeedStrategy
+):
     """Lightning's DeepSpeedStrategy, started through bigtrain.worker, with DeepSpeedCPUAdam when offloading.
 
     DeepSpeed runs the optimizer step of offloaded states on the host and insists on its own vectorised CPU Adam
@@ -70,7 +73,7 @@ class CPUDeepSpeedStrategy(CPUDeepSpeedMixin, RunDirDeepSpeedStrategy):
     """RunDirDeepSpeedStrategy on CPU processes (see cpu_adapters.py)."""
 
 
-class RunDirFSDPStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, FSDPStrategy):
+class RunDirFSDPStrategy(LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, FSDPStrategy):
     """Lightning's FSDPStrategy, started through bigtrain.worker, with gradient-norm clipping.
 
     Lightning's FSDPPrecision refuses norm clipping; its docs have the LightningModule call the FSDP root's own

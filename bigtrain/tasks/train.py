@@ -67,6 +67,10 @@ def run(cfg, run_dir: Path) -> dict:
     if done is not None:
         return done  # resume=auto on a completed run: nothing to do, its summary untouched
     checkpoint = find_resume_checkpoint(resume, run_dir)
+    if checkpoint is not None:  # another layout's checkpoint: refused if another model, else made layout-neutral
+        from bigtrain.training.cross_layout import checkpoint_for_layout
+
+        checkpoint = checkpoint_for_layout(cfg, layout, checkpoint, run_dir)
     cfg.resume = str(checkpoint.resolve()) if checkpoint else None  # the exact file, for every rank
     if cfg.init_from:
         from bigtrain.checkpoint_io import check_init_from

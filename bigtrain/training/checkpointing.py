@@ -43,6 +43,11 @@ class KeepLastCheckpoint(ModelCheckpoint):
         super().__init__(save_top_k=-1, **kwargs)
         self.keep_last = keep_last
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.global_step > 0:  # resumed: that step's checkpoint exists (maybe another layout's folder at its
+            self._last_global_step_saved = trainer.global_step  # name), so never write it again
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero:

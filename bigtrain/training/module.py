@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from bigtrain.model import GPT, gpt_config_from
+from bigtrain.model.param_groups import decay_split
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup: int, max_steps: int, decay: str) -> float:
@@ -152,14 +153,13 @@ class GPTLightningModule(pl.LightningModule):
             ndims = {name: p.dim() for name, p in GPT(self.gpt_config).named_parameters()}
         # Names the plain GPT lacks (a pipeline stage's own output head, tensor parallel's split q/k/v) are whole
         # tensors or DTensors there, whose dim() is the true rank.
-        params = [
-            (p, ndims.get(name.replace("_fsdp_wrapped_module.", ""), p.dim()))
-            for name, p in self.model.named_parameters()
-            if p.requires_grad
-        ]
+        trainable = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        decay, rest = decay_split(
+            (name, ndims.get(name.replace("_fsdp_wrapped_module.", ""), p.dim())) for name, p in trainable.items()
+        )
         groups = [
-            {"params": [p for p, ndim in params if ndim >= 2], "weight_decay": o.weight_decay},
-            {"params": [p for p, ndim in params if ndim < 2], "weight_decay": 0.0},
+            {"params": [trainable[n] for n in decay], "weight_decay": o.weight_decay},
+            {"params": [trainable[n] for n in rest], "weight_decay": 0.0},
         ]
         on_gpu = self.device.type == "cuda"
         fused = o.fused if o.fused is not None else on_gpu
