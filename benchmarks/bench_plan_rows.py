@@ -15,7 +15,10 @@ def run(ctx: Context) -> list[Row]:
     if not SCRIPT.is_file():
         return [Row("plan", "planner timing", note="not available: benchmarks/bench_plan.py is not in this checkout")]
     # Its JSON goes to this run's work folder: benchmarks/results/ holds only what a person chose to record.
-    wall, out = run_command([ctx.python, str(SCRIPT), "--out", str(ctx.workdir / "bench_plan.json")], ctx, timeout=600)
+    # --quick (smoke mode, numbers mean nothing): one timed plan and the script's fewest searches, not 20 plans.
+    repeat = ["--repeat", "1"] if ctx.quick else []
+    args = [ctx.python, str(SCRIPT), "--out", str(ctx.workdir / "bench_plan.json"), *repeat]
+    wall, out = run_command(args, ctx, timeout=600)
     lines = out.strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else {}

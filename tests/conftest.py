@@ -103,3 +103,35 @@ def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, (
         f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     )
+
+
+def start_bigtrain(*overrides: str, run_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start `python -m bigtrain OVERRIDES` without waiting (in its own session, so a test can signal the whole
+    process group); `finish` collects it. Two single-process runs side by side take about the time of one on
+    two cores, while the test process waits. Output goes to unnamed files: no pipe can fill up and stall a run."""
+    import tempfile
+
+    args = [sys.executable, "-m", "bigtrain", *overrides, f"hydra.run.dir={run_dir}"]
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
+        args,
+        cwd=run_dir.parent,
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=err,
+        text=True,
+        start_new_session=True,
+    )
+    proc.output_files = (out, err)
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Wait for a run `start_bigtrain` started; its exit status and output as `run_bigtrain` returns them."""
+    proc.wait(timeout=timeout)
+    texts = []
+    for f in proc.output_files:
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, *texts)

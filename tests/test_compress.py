@@ -6,11 +6,12 @@ ones train a tiny teacher once (module fixture) and run the real tasks on it."""
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_DATA, assert_ok, compose, read_summary, run_bigtrain
+from conftest import SMALL_DATA, assert_ok, compose, finish, read_summary, run_bigtrain, start_bigtrain
 
 from bigtrain.errors import BigtrainError, ConfigError
 from bigtrain.training.distill import kd_loss
@@ -132,12 +133,36 @@ def _run_task(task: str, run_dir: Path, *overrides: str) -> dict:
     return run_task(compose(f"task={task}", *overrides), run_dir)
 
 
+# nano alone and nano distilled from the teacher: same steps, data, seed and schedule.
+ALONE = ["model=nano", "trainer.max_steps=200", "trainer.val_check_interval=100", "trainer.val_batches=8", *QUIET]
+
+
+@pytest.fixture(scope="module")
+def nano_alone(tmp_path_factory) -> tuple[Path, subprocess.Popen]:
+    """nano trained alone, started at once: it needs no teacher, so it trains beside the teacher (one thread
+    each, two cores; a run's losses do not depend on what else runs)."""
+    run_dir = tmp_path_factory.mktemp("alone") / "alone"
+    return run_dir, start_bigtrain(*ALONE, run_dir=run_dir, env=ONE_THREAD)
+
+
+@pytest.fixture(scope="module")
+def alone_and_distilled(nano_alone, teacher, tmp_path_factory) -> tuple[Path, Path]:
+    """The two 200-step runs, read by the comparison and by the frozen-teacher checks (which hold for any number
+    of steps). Request it before `teacher` so that nano_alone starts first."""
+    alone, started = nano_alone
+    distilled = tmp_path_factory.mktemp("distill") / "distilled"
+    distill = ["task=distill", f"teacher={teacher}", "distill.alpha=0.5", "distill.temperature=1.0", *ALONE]
+    proc = start_bigtrain(*distill, run_dir=distilled, env=ONE_THREAD)
+    assert_ok(finish(started))
+    assert_ok(finish(proc))
+    return alone, distilled
+
+
 @pytest.mark.slow
-def test_teacher_is_frozen_without_optimizer_state_in_a_real_run(teacher, tmp_path):
-    run_dir = tmp_path / "student"
-    assert_ok(run_bigtrain("task=distill", f"teacher={teacher}", *STUDENT, run_dir=run_dir, env=ONE_THREAD))
+def test_teacher_is_frozen_without_optimizer_state_in_a_real_run(alone_and_distilled, teacher):
+    run_dir = alone_and_distilled[1]
     s = read_summary(run_dir)
-    assert s["steps"] == 6 and s["final_val_loss"] < s["first_val_loss"]
+    assert s["steps"] == 200 and s["final_val_loss"] < s["first_val_loss"]
     assert s["teacher_n_params"] == 1_853_568 and s["n_params"] == 34_688
     assert s["teacher_training"] is False and s["teacher_requires_grad"] is False and s["teacher_has_grad"] is False
     assert s["teacher_params_in_optimizer"] == 0 and s["teacher_params_with_optimizer_state"] == 0
@@ -170,15 +195,11 @@ def test_teacher_of_another_vocabulary_is_refused_in_one_line(teacher, tmp_path)
 
 
 @pytest.mark.slow
-def test_distilled_nano_beats_nano_alone(teacher, tmp_path):
+def test_distilled_nano_beats_nano_alone(alone_and_distilled):
     """Same steps, data, seed and schedule; the distilled student ends with a lower validation cross-entropy.
     Measured here (deterministic on one machine): 2.562 alone vs 2.496 distilled after 200 steps; the recipe and
     scripts/compress_chain.py carry the 500-step run."""
-    common = ["model=nano", "trainer.max_steps=200", "trainer.val_check_interval=100", "trainer.val_batches=8", *QUIET]
-    assert_ok(run_bigtrain(*common, run_dir=tmp_path / "alone", env=ONE_THREAD))
-    distill = ["task=distill", f"teacher={teacher}", "distill.alpha=0.5", "distill.temperature=1.0", *common]
-    assert_ok(run_bigtrain(*distill, run_dir=tmp_path / "distilled", env=ONE_THREAD))
-    alone, distilled = read_summary(tmp_path / "alone"), read_summary(tmp_path / "distilled")
+    alone, distilled = map(read_summary, alone_and_distilled)
     assert alone["first_val_loss"] == pytest.approx(distilled["first_val_loss"], rel=1e-5)  # the same start
     assert distilled["final_val_loss"] < alone["final_val_loss"] - 0.03, (
         distilled["val_history"],

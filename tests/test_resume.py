@@ -7,7 +7,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from bigtrain.training.checkpointing import check_loadable, find_resume_checkpoint
-from tests.conftest import NANO, assert_ok, read_summary, run_bigtrain
+from tests.conftest import NANO, assert_ok, finish, read_summary, run_bigtrain, start_bigtrain
 
 RUN = [
     *NANO,
@@ -33,41 +32,64 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bigtrain", *RUN, *extra, f"hydra.run.dir={run_dir}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-        start_new_session=True,
-    )
+    return start_bigtrain(*RUN, *extra, run_dir=run_dir)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert proc.poll() is None, f"run ended before {path.name} appeared:\n{proc.stderr.read()[-3000:]}"
+        assert proc.poll() is None, f"run ended before {path.name} appeared:\n{finish(proc).stderr[-3000:]}"
         assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    assert_ok(run_bigtrain(*RUN, run_dir=run_dir))
-    return run_dir
+def single_process_runs(tmp_path_factory) -> dict:
+    """The uninterrupted 30-step reference; a run SIGKILLed and one SIGTERMed once their step-10 checkpoint
+    exists, then both continued with resume=auto. Side by side (one thread per run, two cores: about half the wall
+    time; a run's losses do not depend on what else runs, and the comparisons below are bit-exact). Returns what
+    the tests read, each fact taken when it held (before the resume changed the run directory)."""
+    root = tmp_path_factory.mktemp("single")
+    ref, killed, preempted = (root / name for name in ("reference", "killed", "preempted"))
+    reference, kill, term = start(ref), start(killed), start(preempted)
+    signalled: set[str] = set()
+    deadline = time.monotonic() + 600
+    while len(signalled) < 2:  # signal each as soon as its own checkpoint appears: they run at their own pace
+        for name, proc, run_dir in (("kill", kill, killed), ("term", term, preempted)):
+            if name in signalled:
+                continue
+            if (run_dir / "checkpoints" / "step-0000010.ckpt").exists():
+                if name == "kill":
+                    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+                else:
+                    proc.send_signal(signal.SIGTERM)
+                signalled.add(name)
+            else:
+                assert proc.poll() is None, f"{run_dir.name} ended before step 10:\n{finish(proc).stderr[-3000:]}"
+        assert time.monotonic() < deadline, f"no step-10 checkpoint after 600 s in {signalled ^ {'kill', 'term'}}"
+        time.sleep(0.05)
+    finish(kill)
+    facts = {"killed_left_a_summary": (killed / "summary.json").exists(), "sigterm": finish(term, timeout=120)}
+    if facts["sigterm"].returncode == 0:
+        facts["sigterm_summary"] = read_summary(preempted)
+        stopped = facts["sigterm_summary"]["steps"]
+        facts["sigterm_checkpoint"] = (preempted / "checkpoints" / f"step-{stopped:07d}.ckpt").is_file()
+    resumed = {run_dir: start(run_dir, "resume=auto") for run_dir in (killed, preempted)}
+    facts["resumed"] = {run_dir.name: finish(proc) for run_dir, proc in resumed.items()}
+    assert_ok(finish(reference))
+    return {**facts, "reference": ref, "killed": killed, "preempted": preempted}
+
+
+@pytest.fixture(scope="module")
+def reference(single_process_runs) -> Path:
+    return single_process_runs["reference"]
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_auto_is_bit_identical(reference, tmp_path):
-    run_dir = tmp_path / "killed"
-    proc = start(run_dir)
-    wait_for(run_dir / "checkpoints" / "step-0000010.ckpt", proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
-    proc.wait()
-    assert not (run_dir / "summary.json").exists()
-    resumed = run_bigtrain(*RUN, "resume=auto", run_dir=run_dir)
-    assert_ok(resumed)
+def test_sigkill_then_resume_auto_is_bit_identical(single_process_runs, reference):
+    run_dir = single_process_runs["killed"]
+    assert not single_process_runs["killed_left_a_summary"]
+    assert_ok(single_process_runs["resumed"]["killed"])
     s = read_summary(run_dir)
     assert s["status"] == "completed" and s["steps"] == 30 and s["resumed_from"].endswith(".ckpt")
     ref, got = losses(reference), losses(run_dir)
@@ -83,18 +105,15 @@ def test_sigkill_then_resume_auto_is_bit_identical(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(reference, tmp_path):
-    run_dir = tmp_path / "preempted"
-    proc = start(run_dir)
-    wait_for(run_dir / "checkpoints" / "step-0000010.ckpt", proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    s = read_summary(run_dir)
+def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(single_process_runs, reference):
+    run_dir = single_process_runs["preempted"]
+    proc = single_process_runs["sigterm"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = single_process_runs["sigterm_summary"]
     assert s["status"].startswith("stopped by SIGTERM at step ") and s["steps"] < 30
     stopped = s["steps"]
-    assert (run_dir / "checkpoints" / f"step-{stopped:07d}.ckpt").is_file()
-    assert_ok(run_bigtrain(*RUN, "resume=auto", run_dir=run_dir))
+    assert single_process_runs["sigterm_checkpoint"]  # step-{stopped}.ckpt, written on the way out
+    assert_ok(single_process_runs["resumed"]["preempted"])
     ref, got = losses(reference), losses(run_dir)
     assert [got[k] for k in range(stopped, 30)] == [ref[k] for k in range(stopped, 30)]
 
@@ -123,7 +142,7 @@ def test_two_process_sigkill_then_resume_matches_uninterrupted(tmp_path, strateg
     # wrote COMPLETE after every rank saved.
     wait_for(step8 / "COMPLETE" if "parallelism=deepspeed" in strategy else step8, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # both ranks: they share the session
-    proc.wait()
+    finish(proc)
     assert_ok(run_bigtrain(*RUN, *two, "resume=auto", run_dir=cut))
     s = read_summary(cut)
     assert s["status"] == "completed" and s["steps"] == 16 and Path(s["resumed_from"]).name == "step-0000008.ckpt"

@@ -241,21 +241,40 @@ def test_load_names_the_global(tmp_path, parts):
     assert not marker.exists()
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def train_config():
+    return compose("model=nano")
+
+
 @pytest.mark.parametrize(
-    "route",
-    [
-        *(f"{task}:{kind}" for task in TASKS for kind in ("file", "run-dir")),
-        "generate:deepspeed-optim",
-        "eval:dcp-.metadata",
-        "init_from:dcp-distcp",
-        "resume:file",
-        "resume:deepspeed-optim",
-        "resume:pipeline",
-    ],
+    "route", [*(f"resume:{kind}" for kind in (*CKPT_KINDS, "pipeline")), *(f"init_from:{kind}" for kind in CKPT_KINDS)]
 )
+def test_training_refuses_before_writing_anything(route, tmp_path, parts, train_config):
+    """task=train's own front door (run_task, as the CLI calls it) checks resume= and init_from= first: it refuses
+    before the data is prepared and before its first write into the run directory (which the CLI then removes,
+    empty: test_cli_one_error_line)."""
+    import copy
+
+    from bigtrain.tasks import run_task
+
+    option, kind = route.split(":")
+    marker = tmp_path / "ran"
+    path = _build(kind, tmp_path, parts, Payload(marker))
+    cfg = copy.deepcopy(train_config)
+    cfg[option] = str(path)
+    run_dir = tmp_path / "out"
+    with pytest.raises(UnsafeCheckpointError) as e:
+        run_task(cfg, run_dir)
+    _assert_refused(str(e.value), path, marker)
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["eval:dcp-.metadata", "resume:pipeline"])
 def test_cli_one_error_line(route, tmp_path, parts):
-    """The real front door: exit 2, exactly one `bigtrain: error:` line on stderr, no marker, no run directory."""
+    """The real front door: exit 2, exactly one `bigtrain: error:` line on stderr, no marker, no run directory.
+    One task route and one training route end to end; every task and training route with every kind of checkpoint
+    is refused in-process above by the same run_task the CLI calls (its BigtrainError handling is one path)."""
     task, kind = route.split(":")
     marker = tmp_path / "ran"
     path = _build(kind, tmp_path, parts, Payload(marker))
