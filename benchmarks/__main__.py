@@ -29,6 +29,7 @@ BENCHES = {
     "zero": "benchmarks.bench_zero",
     "gpu": "benchmarks.bench_gpu",
     "plan": "benchmarks.bench_plan_rows",
+    "peers": "benchmarks.bench_peers",
 }
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 

@@ -184,6 +184,7 @@ def fit(
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
+        "first_step_unix": throughput.first_step_unix,  # time to first step = this - the launcher's spawn time
         **(breakdown.summary() if breakdown else {}),
         "peak_memory_bytes": peak,
         "replicas_identical": measured["replicas_identical"],
