@@ -107,7 +107,6 @@ def run_bigtrain_side(name: str, steps: int, ctx: Context) -> dict:
         *overrides,
         f"trainer.max_steps={steps}",
         f"data.prepared_dir={data}",
-        "trainer.progress=false",
         *TRAIN_ONLY,
         f"hydra.run.dir={run_dir}",
     ]
