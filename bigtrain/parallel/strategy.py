@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 
 from bigtrain.config.layout import Layout, layout_of
@@ -100,6 +101,16 @@ def _as_cpu_adam(optimizer, scheduler_config):
     return cpu_adam, scheduler_config
 
 
+def ddp_settings(cfg) -> dict:
+    """DistributedDataParallel options for a GPT: gradients as views into the all-reduce buckets (no copy in and
+    out of the buckets each step, one gradient-sized buffer less per rank); and for a dense model, whose every
+    parameter gets a gradient every step, `static_graph` (DDP skips its per-step search for unused parameters and
+    can reorder buckets to the order backward produces gradients). A mixture of experts may leave an expert without
+    tokens in a step, which a static graph forbids."""
+    dense = OmegaConf.select(cfg, "model.moe.n_experts", default=0) == 0
+    return {"gradient_as_bucket_view": True, "static_graph": dense}
+
+
 def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy | str:
     """The Lightning strategy for cfg, split as `layout` says (validation's Layout of cfg when not given)."""
     layout = layout or layout_of(cfg)
@@ -107,7 +118,7 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
     if name == "single":
         return SingleDeviceStrategy(device=torch.device("cpu") if on_cpu else torch.device("cuda", 0))
     if name == "ddp":
-        return RunDirDDPStrategy(run_dir=run_dir, process_group_backend=process_group_backend(cfg))
+        return RunDirDDPStrategy(run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ddp_settings(cfg))
     if name == "tp":
         from bigtrain.parallel.tensor_parallel import TensorParallelStrategy
 

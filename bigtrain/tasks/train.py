@@ -233,7 +233,8 @@ def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
 
     tr = cfg.trainer
     callbacks = [
-        NonFiniteGuard(tr.on_nonfinite, run_dir / CHECKPOINT_DIR),
+        # DDP hands every rank the same reduced gradients: its guard agrees without a collective of its own.
+        NonFiniteGuard(tr.on_nonfinite, run_dir / CHECKPOINT_DIR, traits_of(layout_of(cfg)).checks_replicas),
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
         stop,
     ]
