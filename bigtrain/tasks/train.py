@@ -44,6 +44,7 @@ def prepared_data(cfg, progress: bool = True) -> Path:
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
+    from bigtrain.training.lean_imports import import_lightning_lean
     from bigtrain.training.quiet import quiet_libraries
 
     quiet_libraries()
@@ -52,6 +53,7 @@ def run(cfg, run_dir: Path) -> dict:
     # imported: asking whether SLURM started this process imports Lightning. Every SLURM task plans (milliseconds)
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
     planned = preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
+    import_lightning_lean()  # before anything imports Lightning: none of torchmetrics' optional extras
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         wait_for_file(
@@ -100,6 +102,9 @@ def fit(
 ) -> dict:
     """Every rank: data and model -> callbacks and loggers -> strategy and Trainer -> fit -> measure; rank zero
     then samples and writes the summary (the other ranks return {})."""
+    from bigtrain.training.lean_imports import import_lightning_lean
+
+    import_lightning_lean()  # the extra ranks start here (bigtrain.worker); a no-op where run() did it
     import pytorch_lightning as pl
 
     from bigtrain.data.datamodule import GPTDataModule
