@@ -30,6 +30,7 @@ BENCHES = {
     "gpu": "benchmarks.bench_gpu",
     "plan": "benchmarks.bench_plan_rows",
     "peers": "benchmarks.bench_peers",
+    "threads": "benchmarks.bench_threads",
 }
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 

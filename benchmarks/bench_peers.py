@@ -191,6 +191,7 @@ def rows_from(got: dict, steps: int, rounds: int, ctx: Context) -> list[Row]:
 
 def run(ctx: Context) -> list[Row]:
     steps = 4 if ctx.quick else int(os.environ.get("BIGTRAIN_BENCH_PEERS_STEPS", "50"))
-    names = ("single", "ddp") if ctx.quick else tuple(CONFIGS)
+    chosen = os.environ.get("BIGTRAIN_BENCH_PEERS_CONFIGS")  # e.g. "single,ddp"; default: all
+    names = ("single", "ddp") if ctx.quick else tuple(chosen.split(",") if chosen else CONFIGS)
     got = measure(names, steps, ctx.repeats, ctx)
     return rows_from(got, steps, ctx.repeats, ctx)

@@ -46,6 +46,7 @@ def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     from bigtrain.training.lean_imports import import_lightning_lean
     from bigtrain.training.quiet import quiet_libraries
+    from bigtrain.training.threads import apply_threads
 
     quiet_libraries()
     layout = validate(cfg, launching=True)
@@ -53,6 +54,7 @@ def run(cfg, run_dir: Path) -> dict:
     # imported: asking whether SLURM started this process imports Lightning. Every SLURM task plans (milliseconds)
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
     planned = preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
+    apply_threads(cfg.trainer.threads)  # before torch is imported: OpenMP reads its settings then
     import_lightning_lean()  # before anything imports Lightning: none of torchmetrics' optional extras
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
