@@ -79,7 +79,9 @@ def _ddp_rank(rank: int, port: int, poison: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
-    settings = ddp_settings(OmegaConf.create({"model": {"moe": {"n_experts": 0}}}))
+    settings = ddp_settings(
+        OmegaConf.create({"model": {"moe": {"n_experts": 0}}}), SimpleNamespace(trainer_accumulation=1)
+    )
     assert settings == {"gradient_as_bucket_view": True, "static_graph": True}
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4), **settings)
     verdicts = []
@@ -111,6 +113,24 @@ def test_ddp_all_reduce_hands_one_ranks_nonfinite_gradient_to_every_rank(tmp_pat
     mp.spawn(_ddp_rank, args=(port, poison, str(tmp_path)), nprocs=2, join=True)
     verdicts = [(tmp_path / f"rank{r}").read_text() for r in (0, 1)]
     assert verdicts[0] == verdicts[1] == repr([True, False, True]), verdicts
+
+
+@pytest.mark.parametrize(
+    ("overrides", "static"),
+    [
+        (("trainer.micro_batch_size=8",), True),
+        (("trainer.micro_batch_size=8", "model=tiny-moe"), False),  # an expert may get no tokens in a step
+        (("trainer.micro_batch_size=4",), False),  # accumulation: no_sync in DDP's first, recorded iteration
+    ],
+)
+def test_ddp_settings_use_a_static_graph_only_where_it_holds(overrides, static):
+    from bigtrain.config.layout import layout_of
+    from bigtrain.parallel.strategy import ddp_settings
+    from tests.conftest import compose
+
+    cfg = compose("parallelism=ddp", "hardware.devices=2", "trainer.global_batch_size=16", *overrides)
+    settings = ddp_settings(cfg, layout_of(cfg))
+    assert settings == {"gradient_as_bucket_view": True, "static_graph": static}
 
 
 # ---------------------------------------------------------------- the stop signal's agreement

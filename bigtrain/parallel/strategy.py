@@ -101,14 +101,15 @@ def _as_cpu_adam(optimizer, scheduler_config):
     return cpu_adam, scheduler_config
 
 
-def ddp_settings(cfg) -> dict:
+def ddp_settings(cfg, layout: Layout) -> dict:
     """DistributedDataParallel options for a GPT: gradients as views into the all-reduce buckets (no copy in and
     out of the buckets each step, one gradient-sized buffer less per rank); and for a dense model, whose every
     parameter gets a gradient every step, `static_graph` (DDP skips its per-step search for unused parameters and
-    can reorder buckets to the order backward produces gradients). A mixture of experts may leave an expert without
-    tokens in a step, which a static graph forbids."""
+    can reorder buckets to the order backward produces gradients). Not for a mixture of experts, which may leave an
+    expert without tokens in a step, nor with gradient accumulation: DDP's static graph records its first iteration,
+    and an accumulating micro-batch under `no_sync` there fails its reducer's assertion (torch 2.13)."""
     dense = OmegaConf.select(cfg, "model.moe.n_experts", default=0) == 0
-    return {"gradient_as_bucket_view": True, "static_graph": dense}
+    return {"gradient_as_bucket_view": True, "static_graph": dense and layout.trainer_accumulation == 1}
 
 
 def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy | str:
@@ -118,7 +119,9 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
     if name == "single":
         return SingleDeviceStrategy(device=torch.device("cpu") if on_cpu else torch.device("cuda", 0))
     if name == "ddp":
-        return RunDirDDPStrategy(run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ddp_settings(cfg))
+        return RunDirDDPStrategy(
+            run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ddp_settings(cfg, layout)
+        )
     if name == "tp":
         from bigtrain.parallel.tensor_parallel import TensorParallelStrategy
 
