@@ -31,6 +31,8 @@ BENCHES = {
     "gpu": "benchmarks.bench_gpu",
     "plan": "benchmarks.bench_plan_rows",
     "moe": "benchmarks.bench_moe",
+    "peers": "benchmarks.bench_peers",
+    "threads": "benchmarks.bench_threads",
 }
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 

@@ -218,6 +218,9 @@ class TrainerConfig:
     # torch.compile the model (Module.compile: state-dict keys unchanged). Pays off on GPU after the first steps,
     # which compile; needs a C++ compiler on CPU.
     compile: bool = False
+    # CPU threads per process: auto (idle OpenMP threads sleep, torch picks the count) or a number
+    # (bigtrain/training/threads.py; an OMP_WAIT_POLICY / OMP_NUM_THREADS already in the environment wins).
+    threads: str = "auto"
     sample_tokens: int = 200  # tokens of text sampled from the trained model at the end; 0 skips
     sample_prompt: str = "def "
     # Resume from this checkpoint (Lightning's ckpt_path: a .ckpt file, or a sharded DeepSpeed/FSDP folder).

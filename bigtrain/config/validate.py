@@ -288,6 +288,8 @@ def problems_of(cfg, planning: bool = False) -> list[str]:
         p.append(f"trainer.keep_last={tr.keep_last} must be >= 1")
     if tr.on_nonfinite not in ("stop", "skip"):
         p.append(f"trainer.on_nonfinite={tr.on_nonfinite} is unknown; valid: stop, skip")
+    if str(tr.get("threads", "auto")) != "auto" and not (str(tr.threads).isdigit() and int(tr.threads) > 0):
+        p.append(f"trainer.threads={tr.threads} is not valid; valid: auto or a positive number of threads per process")
     p += _target_problems(cfg)
     if cfg.logger.name not in LOGGERS:
         p.append(f"logger={cfg.logger.name} is unknown; valid: {', '.join(LOGGERS)}")

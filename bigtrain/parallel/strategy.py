@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 
 from bigtrain.config.layout import Layout, layout_of
@@ -116,6 +117,17 @@ def _as_cpu_adam(optimizer, scheduler_config):
     return cpu_adam, scheduler_config
 
 
+def ddp_settings(cfg, layout: Layout) -> dict:
+    """DistributedDataParallel options for a GPT: gradients as views into the all-reduce buckets (no copy in and
+    out of the buckets each step, one gradient-sized buffer less per rank); and for a dense model, whose every
+    parameter gets a gradient every step, `static_graph` (DDP skips its per-step search for unused parameters and
+    can reorder buckets to the order backward produces gradients). Not for a mixture of experts, which may leave an
+    expert without tokens in a step, nor with gradient accumulation: DDP's static graph records its first iteration,
+    and an accumulating micro-batch under `no_sync` there fails its reducer's assertion (torch 2.13)."""
+    dense = OmegaConf.select(cfg, "model.moe.n_experts", default=0) == 0
+    return {"gradient_as_bucket_view": True, "static_graph": dense and layout.trainer_accumulation == 1}
+
+
 def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy | str:
     """The Lightning strategy for cfg, split as `layout` says (validation's Layout of cfg when not given)."""
     layout = layout or layout_of(cfg)
@@ -125,7 +137,7 @@ def build_strategy(cfg, run_dir: Path, layout: Layout | None = None) -> Strategy
     ep = {"ep": layout.ep} if layout.ep > 1 else {}  # experts split over ep ranks (expert_strategy.py)
     if name == "ddp":
         cls = ExpertParallelDDPStrategy if ep else RunDirDDPStrategy
-        return cls(run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ep)
+        return cls(run_dir=run_dir, process_group_backend=process_group_backend(cfg), **ep, **ddp_settings(cfg, layout))
     if name == "tp":
         from bigtrain.parallel.tensor_parallel import TensorParallelStrategy
 

@@ -44,7 +44,9 @@ def prepared_data(cfg, progress: bool = True) -> Path:
 
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
+    from bigtrain.training.lean_imports import import_lightning_lean
     from bigtrain.training.quiet import quiet_libraries
+    from bigtrain.training.threads import apply_threads
 
     quiet_libraries()
     layout = validate(cfg, launching=True)
@@ -52,6 +54,8 @@ def run(cfg, run_dir: Path) -> dict:
     # imported: asking whether SLURM started this process imports Lightning. Every SLURM task plans (milliseconds)
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
     preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
+    apply_threads(cfg.trainer.threads)  # before torch is imported: OpenMP reads its settings then
+    import_lightning_lean()  # before anything imports Lightning: none of torchmetrics' optional extras
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
         wait_for_file(
@@ -104,6 +108,9 @@ def fit(
 ) -> dict:
     """Every rank: data and model -> callbacks and loggers -> strategy and Trainer -> fit -> measure; rank zero
     then samples and writes the summary (the other ranks return {})."""
+    from bigtrain.training.lean_imports import import_lightning_lean
+
+    import_lightning_lean()  # the extra ranks start here (bigtrain.worker); a no-op where run() did it
     import pytorch_lightning as pl
 
     from bigtrain.data.datamodule import GPTDataModule
@@ -188,6 +195,7 @@ def fit(
         "val_loss_drop": (1 - final / first) if first and final else None,
         "tokens_per_s": throughput.tokens_per_s,
         "tokens_per_s_median": throughput.median_tokens_per_s,
+        "first_step_unix": throughput.first_step_unix,  # time to first step = this - the launcher's spawn time
         **(breakdown.summary() if breakdown else {}),
         "peak_memory_bytes": peak,
         "replicas_identical": measured["replicas_identical"],
@@ -236,7 +244,8 @@ def run_callbacks(cfg, run_dir: Path, stop, resume_from: Path | None) -> list:
 
     tr = cfg.trainer
     callbacks = [
-        NonFiniteGuard(tr.on_nonfinite, run_dir / CHECKPOINT_DIR),
+        # DDP hands every rank the same reduced gradients: its guard agrees without a collective of its own.
+        NonFiniteGuard(tr.on_nonfinite, run_dir / CHECKPOINT_DIR, traits_of(layout_of(cfg)).checks_replicas),
         checkpoint_callback(run_dir, tr.checkpoint_every_n_steps or tr.max_steps, tr.keep_last),
         stop,
     ]

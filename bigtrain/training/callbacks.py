@@ -64,6 +64,7 @@ class Throughput(pl.Callback):
         self.step_times: list[float] = []
         self._last: float | None = None
         self._paused_at: float | None = None
+        self.first_step_unix: float | None = None  # wall clock at the end of this process's first step
 
     def on_train_start(self, trainer, module) -> None:
         self._last = time.perf_counter()
@@ -80,6 +81,8 @@ class Throughput(pl.Callback):
         if not ends_accumulation(batch_idx, trainer.accumulate_grad_batches):
             return
         now = time.perf_counter()
+        if self.first_step_unix is None:
+            self.first_step_unix = time.time()
         if self._last is not None:
             self.step_times.append(now - self._last)
         self._last = now

@@ -1,7 +1,10 @@
 """Non-finite loss or gradients, caught within the step that produced them.
 
-Runs after backward (and DDP's gradient all-reduce, which spreads a NaN from one rank to all, so every rank decides
-alike) and before the optimizer step. policy=skip drops the step: every gradient is set to None, which AdamW skips
+Runs after backward and before the optimizer step. The ranks must decide alike (one skipping while another steps
+would split the replicas). Where every rank holds the whole reduced gradient (DDP: its all-reduce hands every rank
+the same bits, so a NaN or inf on one rank is a NaN or inf on all), the local check is already that agreement and
+costs no collective; where each rank holds a part (ZeRO, FSDP, tensor or pipeline parallel) one all-reduce of the
+verdict settles it. policy=skip drops the step: every gradient is set to None, which AdamW skips
 entirely (no moment update, no weight decay); the event is logged and printed, never silent. policy=stop ends the
 run with a one-line error naming the step and the last good checkpoint.
 """
@@ -21,19 +24,24 @@ class NonFiniteError(BigtrainError):
 
 
 class NonFiniteGuard(pl.Callback):
-    def __init__(self, policy: str, checkpoint_dir: Path) -> None:
+    def __init__(self, policy: str, checkpoint_dir: Path, replicated_grads: bool = False) -> None:
         self.policy = policy
         self.checkpoint_dir = checkpoint_dir
+        # True only where every rank holds identical reduced gradients (traits: checks_replicas, i.e. DDP).
+        self.replicated_grads = replicated_grads
         self.skipped: list[int] = []
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module, optimizer) -> None:
-        # Each rank checks what it holds (a DTensor's local shard, a ZeRO partition may hold none), then the ranks
-        # agree: one all-reduce, taken by every rank unconditionally so none waits alone.
+        # Each rank checks what it holds (a DTensor's local shard, a ZeRO partition may hold none): one verdict per
+        # gradient, stacked, read once (a read per gradient would wait on each of them in turn).
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
-        bad = torch.tensor(0.0 if all(bool(torch.isfinite(g).all()) for g in local) else 1.0, device=module.device)
-        if trainer.world_size > 1:
-            bad = trainer.strategy.reduce(bad, reduce_op="max")
+        finite = torch.stack([torch.isfinite(g).all() for g in local]).all() if local else torch.tensor(True)
+        bad = (~finite).float().reshape(1).to(module.device)
+        if trainer.world_size > 1 and not self.replicated_grads:
+            # Taken by every rank unconditionally so none waits alone; no barrier before it (the all-reduce itself
+            # waits for every rank).
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         if bad.item() == 0:
             return
         step = trainer.global_step
