@@ -49,9 +49,9 @@ RUN = [
 ]
 
 
-def losses(run_dir: Path) -> dict[int, float]:
+def losses(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
     with open(run_dir / "metrics.csv") as f:
-        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+        return {int(r["step"]): float(r[key]) for r in csv.DictReader(f) if r.get(key)}
 
 
 def expert_numel() -> int:
@@ -88,6 +88,10 @@ def test_ddp_ep2_matches_ep1_and_holds_half_the_experts(ep1, ep2):
     assert sorted(a) == sorted(b) == list(range(STEPS))
     assert max(abs(a[k] - b[k]) for k in a) < 1e-5
     assert a[STEPS - 1] < 0.85 * a[0]
+    # the logged gradient norm is the whole model's (every rank's experts), as ep=1 logs it
+    g1, g2 = losses(ep1, "train/grad_norm"), losses(ep2, "train/grad_norm")
+    assert g1 and sorted(g1) == sorted(g2)
+    assert max(abs(g1[k] - g2[k]) / g1[k] for k in g1) < 1e-5
     s1, s2 = read_summary(ep1), read_summary(ep2)
     assert s1["moe_dropped_frac_mean"] == s2["moe_dropped_frac_mean"] == 0.0
     assert (s2["layout"]["ep"], s2["layout"]["edp"], s2["strategy"]) == (2, 1, "ExpertParallelDDPStrategy")

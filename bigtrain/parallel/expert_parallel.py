@@ -161,12 +161,12 @@ def reduce_expert_grads(params: list[torch.Tensor], groups: ExpertGroups) -> Non
         offset += g.numel()
 
 
-def clip_grad_norm_(
-    dense: list[torch.Tensor], experts: list[torch.Tensor], groups: ExpertGroups, max_norm: float, dense_group=None
+def global_grad_norm(
+    dense: list[torch.Tensor], experts: list[torch.Tensor], groups: ExpertGroups, dense_group=None
 ) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ over the whole model: the dense gradients' squared norm (summed over
-    `dense_group` when each rank holds a shard of them, FSDP; local when replicated, DDP) plus the experts' (summed
-    over the ep group, whose ranks hold disjoint experts), so every rank clips by the same coefficient."""
+    """The whole model's gradient norm: the dense gradients' squared norm (summed over `dense_group` when each rank
+    holds a shard of them, FSDP; local when replicated, DDP) plus the experts' (summed over the ep group, whose ranks
+    hold disjoint experts). The same value on every rank; collective, so every rank must call it."""
 
     def squares(params) -> torch.Tensor:
         grads = [p.grad.detach().float() for p in params if p.grad is not None]
@@ -178,7 +178,15 @@ def clip_grad_norm_(
     if dense_group is not None:
         dist.all_reduce(dense_sq, group=dense_group)
     dist.all_reduce(expert_sq, group=groups.ep_group)
-    total = (dense_sq + expert_sq).sqrt()
+    return (dense_sq + expert_sq).sqrt()
+
+
+def clip_grad_norm_(
+    dense: list[torch.Tensor], experts: list[torch.Tensor], groups: ExpertGroups, max_norm: float, dense_group=None
+) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ over the whole model (global_grad_norm), so every rank clips by the same
+    coefficient."""
+    total = global_grad_norm(dense, experts, groups, dense_group)
     coef = min(max_norm / (float(total) + 1e-6), 1.0)
     if coef < 1.0:
         for p in (*dense, *experts):

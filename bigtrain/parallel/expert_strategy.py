@@ -29,6 +29,7 @@ from bigtrain.parallel.expert_parallel import (
     expert_parameter_names,
     expert_parameters,
     gather_experts,
+    global_grad_norm,
     local_expert_slice,
     local_expert_state,
     map_optimizer_expert_states,
@@ -79,12 +80,22 @@ class ExpertParallelMixin:
 
         return super().optimizer_step(optimizer, closure_then_reduce, model, **kwargs)
 
-    def _clip_grad_by_norm(self, optimizer, clip_val: float) -> None:
+    def _dense_and_experts(self) -> tuple[list, list, Any]:
+        """The dense and expert parameters, and the group the dense gradients' norm sums over (None: replicated)."""
         experts = expert_parameters(self.lightning_module.model)
         ids = {id(p) for p in experts}
         dense = [p for p in self.model.parameters() if id(p) not in ids]
-        group = torch.distributed.group.WORLD if self.dense_sharded else None
+        return dense, experts, torch.distributed.group.WORLD if self.dense_sharded else None
+
+    def _clip_grad_by_norm(self, optimizer, clip_val: float) -> None:
+        dense, experts, group = self._dense_and_experts()
         clip_grad_norm_(dense, experts, self.expert_groups, clip_val, dense_group=group)
+
+    def grad_norm(self, module) -> torch.Tensor:
+        """The logged train/grad_norm: the whole model's, every rank's experts included (a rank's local norm holds
+        only its own experts). Collective: the module calls it on every rank."""
+        dense, experts, group = self._dense_and_experts()
+        return global_grad_norm(dense, experts, self.expert_groups, dense_group=group).float()
 
     def replicated_parameters(self, module) -> list[torch.nn.Parameter]:
         """The parameters every data-parallel rank should hold identically: the dense ones."""

@@ -100,6 +100,10 @@ class GPTLightningModule(pl.LightningModule):
         # Pre-clipping global grad norm, every log interval (the norm costs a pass over all gradients).
         # Lightning writes a row when (steps taken + 1) % log_every_n_steps == 0: compute the norm for that row.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            strategy_norm = getattr(self.trainer.strategy, "grad_norm", None)  # a strategy whose ranks hold parts
+            if strategy_norm is not None:
+                self.log("train/grad_norm", strategy_norm(self), rank_zero_only=True)
+                return
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
