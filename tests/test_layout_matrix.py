@@ -13,8 +13,8 @@ A new option in conf/parallelism, conf/zero or conf/offload is covered without e
 Layouts whose checkpoints cannot be converted yet (tensor and pipeline parallel) are in (a) only; their refusal is
 tests/test_checkpoint_format.py's. Every sharded layout is a target for some source.
 
-Measured (2 CPU processes, machine loaded): full matrix 16 layouts, 39 pairs, 5.5 min; slice 5 layouts, 14 pairs
-plus the xfail pair, 5.1 min; every curve within 4.8e-7.
+Measured (2 CPU processes, shared machine): full matrix 16 layouts, 39 pairs, 3.4 min; slice 5 layouts, 14 pairs,
+1.5 min; the single -> ZeRO 1/2/3 test 0.7 min; every curve within 4.8e-7.
 
 Default (slow tier): a representative slice (LAYOUT_SLICE: single, DDP, ZeRO-2 with CPU offload, ZeRO-3, FSDP full
 shard: 5 layouts and the 14 pairs among them that the rule picks). Full matrix: `pytest -m matrix tests/test_layout_matrix.py`.
