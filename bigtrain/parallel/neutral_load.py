@@ -10,10 +10,10 @@ their own; given a neutral file they put the whole weights and Adam states into 
 Lightning then restores the rest from the returned dict as usual: global step and loops, LR schedule, callbacks,
 and the module's on_load_checkpoint (validation history, RNG).
 
-Known gap: into ZeRO 1-3 with torch's AdamW (no optimizer offload) the load reads back exact (safe_get_full_*,
-step, lr) and the first resumed step matches, but later steps drift (3.4e-3 by step 8 on the nano model, the same
-at every stage); with offload=cpu (DeepSpeedCPUAdam) and at ZeRO-0 it is exact. tests/test_layout_matrix.py holds
-it as a strict xfail. Every DeepSpeed checkpoint as the source carries exactly.
+Adam's step count goes into every parameter's state as a tensor of its own (`_fresh_step`): ZeRO 1-3 steps its flat
+groups one optimizer.step() at a time, so one tensor shared by the states (torch.as_tensor hands back the file's own
+tensor when its dtype already matches) would count each step once per group and skew the bias correction from the
+first resumed update on.
 """
 
 from __future__ import annotations
@@ -115,7 +115,25 @@ def _group_names(strategy, optimizer) -> list[list[str]]:
 
 
 def _adam(state: dict) -> dict:
-    return {k: (v.float() if k in ADAM_STATES else torch.as_tensor(v, dtype=torch.float32)) for k, v in state.items()}
+    return {k: (v.float() if k in ADAM_STATES else _fresh_step(v)) for k, v in state.items()}
+
+
+def _fresh_step(step, like=None):
+    """Adam's step count as a new tensor (like `like`'s dtype and device; fp32 on the CPU without one), or an int
+    where the optimizer keeps one (DeepSpeedCPUAdam). Never a tensor another state holds: torch's Adam adds 1 to
+    each state's step in place at every step() call, so states sharing one tensor count a step once per state, or
+    once per group when ZeRO steps its flat groups one call at a time."""
+    if like is not None and not torch.is_tensor(like):
+        return int(step)
+    dtype, device = (like.dtype, like.device) if like is not None else (torch.float32, "cpu")
+    return torch.tensor(float(step), dtype=dtype, device=device)
+
+
+def set_adam_step(optimizer: torch.optim.Optimizer, step) -> None:
+    """Every state's bias-correction count to `step` (the same for every parameter), each state its own tensor."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            state["step"] = _fresh_step(step, like=state["step"])
 
 
 def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -> None:
@@ -158,11 +176,7 @@ def _into_deepspeed(strategy, weights: dict, states: dict, groups: list[dict]) -
             for key in ADAM_STATES:
                 safe_set_full_optimizer_state(p, states[name][key], key)
     if states:
-        step = next(iter(states.values()))["step"]
-        for state in inner.state.values():  # Adam's bias correction: the same count for every parameter
-            if "step" in state:
-                old = state["step"]
-                state["step"] = torch.as_tensor(step, dtype=old.dtype) if torch.is_tensor(old) else int(step)
+        set_adam_step(inner, next(iter(states.values()))["step"])
     for g, hyper in zip(inner.param_groups, groups, strict=False):  # no groups: a file without optimizer states
         g["lr"] = hyper.get("lr", g["lr"])  # the schedule's value at this step; LambdaLR sets it from the next step
 
