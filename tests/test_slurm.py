@@ -96,6 +96,11 @@ def scontrol_job(job: str) -> dict:
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
+def node_states() -> set[str]:
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
 def report_rows(sweep_dir: Path) -> list[dict]:
     return json.loads((sweep_dir / "report.json").read_text())["points"]
 
@@ -150,6 +155,9 @@ def test_two_task_ddp_job_requeues_and_continues_the_same_wandb_run(slurm_cluste
     subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
     wait_for(lambda: scontrol_job(job).get("Restarts") == "1", 60, "the job to requeue itself", log)
     wait_for(lambda: scontrol_job(job).get("JobState") == "PENDING", 60, "the requeued job to be pending", log)
+    # Release it only once the node has cleaned up the first attempt (state idle, not completing): a job started on
+    # a node still completing its previous instance fails at launch (seen on a loaded machine: FAILED, exit 1).
+    wait_for(lambda: node_states() == {"idle"}, 120, "the node to finish the first attempt", log)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
     output = finish(proc, log, timeout=200)
     assert proc.returncode == 0, output[-4000:]
