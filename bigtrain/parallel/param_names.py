@@ -35,9 +35,17 @@ def _join(parts: list, dim: int = 0):
 
 def _split(value, widths: tuple[int, int, int]) -> list:
     if isinstance(value, dict):
-        parts = {k: _split(v, widths) if torch.is_tensor(v) and v.dim() else [v] * 3 for k, v in value.items()}
+        # A 0-dim step is copied, not shared: torch's Adam increments each parameter's step tensor in place.
+        parts = {
+            k: _split(v, widths) if torch.is_tensor(v) and v.dim() else [_copy(v) for _ in QKV]
+            for k, v in value.items()
+        }
         return [{k: parts[k][i] for k in value} for i in range(3)]
     return list(torch.split(value, list(widths), dim=0))
+
+
+def _copy(v):
+    return v.clone() if torch.is_tensor(v) else v
 
 
 def fuse_qkv(by_name: dict) -> dict:
