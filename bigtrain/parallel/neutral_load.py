@@ -16,10 +16,8 @@ weights and a torch optimizer state in its own group order, which Lightning then
 Lightning then restores the rest from the returned dict as usual: global step and loops, LR schedule, callbacks,
 and the module's on_load_checkpoint (validation history, RNG).
 
-Known gap: into ZeRO 1-3 with torch's AdamW (no optimizer offload) the load reads back exact (safe_get_full_*,
-step, lr) and the first resumed step matches, but later steps drift (3.4e-3 by step 8 on the nano model, the same
-at every stage); with offload=cpu (DeepSpeedCPUAdam) and at ZeRO-0 it is exact. tests/test_layout_matrix.py holds
-it as a strict xfail. Every DeepSpeed checkpoint as the source carries exactly.
+Every Adam state gets tensors of its own, its step included: torch's AdamW increments each parameter's step
+tensor in place, and one shared tensor would advance once per parameter (a drift from the second resumed step).
 """
 
 from __future__ import annotations
