@@ -231,5 +231,6 @@ def test_layout_slice_trains_and_resumes_the_same(tmp_path):
 def test_full_layout_matrix(tmp_path, request):
     if "matrix" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the full layout matrix runs when asked for: pytest -m matrix tests/test_layout_matrix.py")
-    bad = _check(*run_matrix(tmp_path, list(enumerate_layouts())))
+    names = list(enumerate_layouts())
+    bad = _check(*run_matrix(tmp_path, names)) + _consolidates(tmp_path, names)
     assert not bad, "\n".join(bad)
