@@ -349,9 +349,15 @@ def _set_optimizer_steps(loops: dict, step: int) -> None:
     fit = loops.get("fit_loop") or {}
     if not fit or not step:
         return
-    auto = fit.setdefault("epoch_loop.automatic_optimization.optim_progress", {}).setdefault("optimizer", {})
-    manual = fit.setdefault("epoch_loop.manual_optimization.optim_step_progress", {})
-    counted = auto.get("step") if (auto.get("step") or {}).get("total", {}).get("completed") == step else manual
+    auto = (fit.get("epoch_loop.automatic_optimization.optim_progress") or {}).get("optimizer")
+    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
+    if auto is None or manual is None:  # not Lightning's loop state as bigtrain's Lightning writes it
+        return
+    counted = next(
+        (c for c in (auto.get("step"), manual) if ((c or {}).get("total") or {}).get("completed") == step), None
+    )
+    if counted is None:  # neither counted this checkpoint's steps: leave Lightning's own state as it is
+        return
     steps = {part: {"ready": counted[part]["ready"], "completed": counted[part]["completed"]} for part in counted}
     auto["step"] = steps
     auto["zero_grad"] = {part: {**c, "started": c["ready"]} for part, c in steps.items()}
