@@ -101,10 +101,16 @@ def _into_tensor_parallel(strategy, weights: dict, states: dict, groups: list[di
     optimizer = strategy.optimizers[0]
     split = split_qkv(states, gpt_config)
     order = _group_names(strategy, optimizer)
+    # The source's hyperparameters where this optimizer has them (DeepSpeedCPUAdam's bias_correction, say, it has
+    # not; torch's unflattening refuses a key the target's groups lack), this optimizer's own for the rest.
+    hypers = [
+        {**{k: v for k, v in mine.items() if k != "params"}, **{k: v for k, v in theirs.items() if k in mine}}
+        for mine, theirs in zip(optimizer.param_groups, groups, strict=True)
+    ]
     osd = {
         "state": {f"model.{n}": _adam(split[n]) for group in order for n in group},
         "param_groups": [
-            {**g, "params": [f"model.{n}" for n in names]} for g, names in zip(groups, order, strict=True)
+            {**h, "params": [f"model.{n}" for n in names]} for h, names in zip(hypers, order, strict=True)
         ],
     }
     set_optimizer_state_dict(module, optimizer, osd, options=StateDictOptions(full_state_dict=True))
