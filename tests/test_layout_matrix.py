@@ -12,8 +12,9 @@ A new option in conf/parallelism, conf/zero or conf/offload is covered without e
     sharded), each other than A. The checkpoint goes through task=train's own decision (training/cross_layout.py:
     loaded as is on its own layout, else converted to the layout-neutral form by the format's own tool).
 
-Measured (2 CPU processes, machine loaded): see the closing note of issue 16 and the branch report; every curve
-within 4.8e-7.
+Measured (2 CPU processes, machine loaded, load average 1-3): full matrix 16 layouts, 64 pairs (every layout a
+source; every sharded and model-parallel one a target) plus task=consolidate of each, 4.5 min; slice 7 layouts,
+27 pairs and their consolidation, 3.4 min (1.7 min at load average 1.2); every curve within 4.8e-7 of single.
 
 Default (slow tier): a representative slice (LAYOUT_SLICE: single, DDP, ZeRO-2 with CPU offload, ZeRO-3, FSDP full
 shard, tensor parallel, pipeline: 7 layouts and the pairs among them that the rule picks). Full matrix:
