@@ -5,7 +5,9 @@ Accepted, in the order they are recognised:
                              or task=quantize's int8 file (bigtrain.quantization; eval and generate only)
     a Hugging Face directory config.json + model.safetensors of a GPT-2 or Llama (see bigtrain.hf)
     a DeepSpeed directory    a sharded ZeRO checkpoint, merged on the fly (bigtrain.parallel.consolidate)
-    an FSDP directory        a sharded torch.distributed.checkpoint, merged on the fly (same module)
+    an FSDP directory        a sharded torch.distributed.checkpoint (FSDP, or tensor parallel's DTensors), merged
+                             on the fly (bigtrain.parallel.neutral.read_weights: q/k/v joined back)
+    a pipeline directory     one rank-N.ckpt per stage, merged (the same function)
     a run directory          its checkpoints/last.ckpt
 The architecture comes from the checkpoint itself (the run config bigtrain stores in every checkpoint), else from
 the config.yaml of the run directory it sits in. Every failure is one BigtrainError line naming the path.
@@ -25,7 +27,8 @@ from bigtrain.safe_load import UnsafeCheckpointError, load, verify_folder
 
 RUN_CONFIG_KEY = "bigtrain_config"  # where GPTLightningModule.on_save_checkpoint puts the resolved run config
 KINDS = (
-    "a .ckpt file, a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory"
+    "a .ckpt file, a run directory, a DeepSpeed/FSDP/tensor-parallel/pipeline checkpoint directory or a Hugging Face "
+    "GPT-2 or Llama directory"
 )
 
 
@@ -34,7 +37,7 @@ class Checkpoint:
     """A located checkpoint: its kind, the model it describes and, for bigtrain runs, the run's config."""
 
     path: Path
-    kind: str  # lightning | deepspeed | fsdp | hf | int8
+    kind: str  # lightning | deepspeed | fsdp | pipeline | hf | int8
     gpt_config: GPTConfig
     run_config: dict = field(default_factory=dict)  # the training run's resolved config ({} for HF directories)
     state_dict: dict | None = None  # read while locating when it came for free (single files; int8: the whole file)
@@ -74,6 +77,12 @@ def locate(path: str | Path | None, what: str = "ckpt") -> Checkpoint:
             verify_folder(p)  # every pickle in it, weights-only, before anything reads one for real
             run_config = client_state(p).get(RUN_CONFIG_KEY) or _run_config_near(p)
             return Checkpoint(p, kind, _gpt_config_of(run_config, p, what), run_config)
+    if any(p.glob("rank-*.ckpt")):  # a pipeline's stages (parallel/pipeline.py)
+        from bigtrain.parallel.checkpoint_format import describe
+
+        verify_folder(p)
+        fmt = describe(p)
+        return Checkpoint(p, "pipeline", _gpt_config_of(fmt.run_config, p, what), fmt.run_config)
     if (p / "checkpoints" / "last.ckpt").exists():
         return locate(p / "checkpoints" / "last.ckpt", what)
     raise BigtrainError(f"{what}={path} is a directory but holds no checkpoint; pass {what}=<{KINDS}>")
@@ -163,7 +172,14 @@ def _read_weights(ckpt: Checkpoint) -> dict:
         return read_hf_weights(ckpt.path, ckpt.gpt_config)
     from bigtrain.parallel import consolidate
 
-    merge = consolidate.consolidated_state_dict if ckpt.kind == "deepspeed" else consolidate.fsdp_state_dict
+    def merge(path: Path) -> dict:
+        if ckpt.kind == "deepspeed":
+            return consolidate.consolidated_state_dict(path)
+        from bigtrain.parallel.checkpoint_format import describe
+        from bigtrain.parallel.neutral import read_weights  # tensor parallel's q/k/v and a pipeline's stages joined
+
+        return read_weights(describe(path))
+
     try:
         return merge(ckpt.path)
     except UnsafeCheckpointError:

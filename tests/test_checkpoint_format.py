@@ -40,16 +40,31 @@ def test_another_model_shape_is_refused_naming_both(tmp_path):
     assert "\n" not in line and "checkpoint n_layer=2 vs this run's n_layer=3" in line, line
 
 
-def test_a_pipeline_checkpoint_is_refused_in_one_line_under_another_layout(tmp_path):
+def test_a_weights_only_checkpoint_is_refused_in_one_line_under_another_layout(tmp_path):
+    """task=quantize's int8 file holds no optimizer state: it cannot carry a run to another layout."""
+    path = tmp_path / "int8.ckpt"
+    torch.save(
+        {"quantization": "int8", "state_dict": {}, "bigtrain_config": OmegaConf.to_container(compose(*NANO))}, path
+    )
+    assert describe(path).format == "int8"
+    ddp = compose(*NANO, "parallelism=ddp", "hardware.devices=2")
+    with pytest.raises(BigtrainError, match="int8 checkpoint .* cannot be converted to another layout yet"):
+        checkpoint_for_layout(ddp, layout_of(ddp), path, tmp_path / "run", log=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pipeline_and_tensor_parallel_layouts_are_told_apart(tmp_path):
     folder = tmp_path / "step-0000004.ckpt"
     folder.mkdir()
-    _save(folder / "rank-0.ckpt", compose(*NANO, "parallelism=pipeline", "hardware.devices=2"))
-    _save(folder / "rank-1.ckpt", compose(*NANO, "parallelism=pipeline", "hardware.devices=2"))
-    assert describe(folder).format == "pipeline"
-    single = compose(*NANO)
-    with pytest.raises(BigtrainError, match="pipeline checkpoint .* cannot be converted to another layout yet"):
-        checkpoint_for_layout(single, layout_of(single), folder, tmp_path / "run", log=lambda line: None)
-    assert not (tmp_path / "run").exists()
+    pipeline = compose(*NANO, "parallelism=pipeline", "hardware.devices=2")
+    _save(folder / "rank-0.ckpt", pipeline)
+    _save(folder / "rank-1.ckpt", pipeline)
+    fmt = describe(folder)
+    assert (fmt.format, fmt.pp, fmt.world) == ("pipeline", 2, 2)
+    assert same_layout(fmt, layout_of(pipeline)) and not same_layout(fmt, layout_of(compose(*NANO)))
+    tp, tp_fsdp = (compose(*NANO, f"parallelism={p}", "hardware.devices=2") for p in ("tp", "tp-fsdp"))
+    fmt = describe(_save(tmp_path / "tp.ckpt", tp))
+    assert same_layout(fmt, layout_of(tp)) and not same_layout(fmt, layout_of(tp_fsdp))  # FSDP2 on top differs
 
 
 def test_no_checkpoint_is_one_line(tmp_path):

@@ -5,19 +5,20 @@ A new option in conf/parallelism, conf/zero or conf/offload is covered without e
 
 (a) Same seed, same tokens, 8 fp32 steps of 8 sequences (micro-batches of 4): every layout's loss at every step
     within 1e-5 of the single process's.
-(b) Each layout A saves at step 4 (the checkpoint of run (a)); each of at least three Bs (the single process, one
-    data-parallel layout, one sharded layout; chosen here by rule, rotating over the sharded ones) resumes it and
-    trains on to step 8: every step within 1e-5 of the uninterrupted single run. The checkpoint goes through
-    task=train's own decision (training/cross_layout.py: loaded as is on its own layout, else converted to the
-    layout-neutral form by the format's own tool).
-Layouts whose checkpoints cannot be converted yet (tensor and pipeline parallel) are in (a) only; their refusal is
-tests/test_checkpoint_format.py's. Every sharded layout is a target for some source.
+(b) Each layout A saves at step 4 (the checkpoint of run (a)); each of at least three Bs resumes it and trains on to
+    step 8: every step within 1e-5 of the uninterrupted single run. The Bs, chosen here by rule: the single process,
+    one data-parallel layout, one sharded layout (rotating over the ZeRO/FSDP ones) and one model-parallel layout
+    (rotating over tensor parallel, TP + FSDP2 and pipeline: every option that is neither data-parallel nor
+    sharded), each other than A. The checkpoint goes through task=train's own decision (training/cross_layout.py:
+    loaded as is on its own layout, else converted to the layout-neutral form by the format's own tool).
 
-Measured (2 CPU processes, shared machine): full matrix 16 layouts, 39 pairs, 3.4 min; slice 5 layouts, 14 pairs,
-1.5 min; the single -> ZeRO 1/2/3 test 0.7 min; every curve within 4.8e-7.
+Measured (2 CPU processes, machine loaded, load average 1-3): full matrix 16 layouts, 64 pairs (every layout a
+source; every sharded and model-parallel one a target) plus task=consolidate of each, 4.5 min; slice 7 layouts,
+27 pairs and their consolidation, 3.4 min (1.7 min at load average 1.2); every curve within 4.8e-7 of single.
 
 Default (slow tier): a representative slice (LAYOUT_SLICE: single, DDP, ZeRO-2 with CPU offload, ZeRO-3, FSDP full
-shard: 5 layouts and the 14 pairs among them that the rule picks). Full matrix: `pytest -m matrix tests/test_layout_matrix.py`.
+shard, tensor parallel, pipeline: 7 layouts and the pairs among them that the rule picks). Full matrix:
+`pytest -m matrix tests/test_layout_matrix.py`.
 Processes: one 1-process and one 2-process launch for (a), the same for (b); each worker trains its configs in turn.
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from bigtrain.config.cli import CONF_DIR
+from bigtrain.config.layout import SHARDED_PARALLELISMS
 from bigtrain.config.validate import validate
 from bigtrain.errors import BigtrainError
 from bigtrain.training.cross_layout import LOADS_NEUTRAL
@@ -58,7 +60,7 @@ EXCLUDED_OFFLOAD = {"nvme": "needs offload.nvme_path and DeepSpeed's async_io op
 # FSDP's CPU offload pins host memory at its first forward, which needs an accelerator (torch: "Cannot access
 # accelerator device when none is available"): it does not run on CPU processes.
 EXCLUDED_PAIRS = {("fsdp", "cpu-params"): "pins host memory: needs an accelerator"}
-LAYOUT_SLICE = ("single", "ddp", "deepspeed-z2-cpu", "deepspeed-z3", "fsdp-z3")  # 5 layouts, 14 pairs
+LAYOUT_SLICE = ("single", "ddp", "deepspeed-z2-cpu", "deepspeed-z3", "fsdp-z3", "tp", "pipeline")
 
 
 def _options(group: str) -> list[str]:
@@ -69,8 +71,6 @@ def _options(group: str) -> list[str]:
 def enumerate_layouts() -> dict[str, list[str]]:
     """name -> overrides of every parallelism x zero x offload combination that validates on <= 2 CPU processes.
     zero and offload vary for the strategies the Layout calls sharded (validation refuses them elsewhere)."""
-    from bigtrain.config.layout import SHARDED_PARALLELISMS
-
     out: dict[str, list[str]] = {}
     for par in _options("parallelism"):
         varies = compose(*BASE, f"parallelism={par}").parallelism.name in SHARDED_PARALLELISMS
@@ -95,20 +95,26 @@ def convertible() -> list[str]:
 
 
 def sharded() -> list[str]:
-    return [n for n in convertible() if n.split("-")[0] in ("deepspeed", "fsdp") and "-z0" not in n]
+    return [n for n in convertible() if n.split("-")[0] in SHARDED_PARALLELISMS and "-z0" not in n]
 
 
-def targets() -> list[str]:
-    return sharded()
+def model_parallel() -> list[str]:
+    """Layouts that split the model itself (tensor parallel, pipeline, ...): neither data-parallel nor sharded."""
+    return [n for n in convertible() if n.split("-")[0] not in ("single", "ddp", *SHARDED_PARALLELISMS)]
+
+
+def _rotate(a: str, candidates: list[str], pool: list[str]) -> str | None:
+    """One of `candidates` (in pool, other than a), a different one for successive As of the pool."""
+    others = [s for s in candidates if s in pool and s != a]
+    return others[pool.index(a) % len(others)] if others else None
 
 
 def targets_of(a: str, pool: list[str]) -> list[str]:
-    """The Bs for source A: the single process, one data-parallel layout (DDP; ZeRO-0 DeepSpeed when A is DDP) and
-    one sharded layout other than A, rotating through the sharded ones so every one is a B for some A."""
+    """The Bs for source A: the single process, one data-parallel layout (DDP; ZeRO-0 DeepSpeed when A is DDP), one
+    sharded layout and one model-parallel layout other than A, each rotating so every one is a B for some A."""
     dp = "ddp" if a != "ddp" else "deepspeed-z0"
-    others = [s for s in targets() if s in pool and s != a]
-    rotated = others[pool.index(a) % len(others)] if others else None
-    return [b for b in dict.fromkeys(["single", dp, rotated]) if b and b in pool]
+    picks = ["single", dp, _rotate(a, sharded(), pool), _rotate(a, model_parallel(), pool)]
+    return [b for b in dict.fromkeys(picks) if b and b in pool]
 
 
 def pairs_of(names: list[str]) -> list[tuple[str, str]]:
@@ -185,12 +191,39 @@ def test_matrix_is_generated_from_the_config_groups():
     assert {"deepspeed-z0", "deepspeed-z1", "deepspeed-z2", "deepspeed-z3", "deepspeed-z3-cpu-params"} <= set(layouts)
     assert {"fsdp-z0", "fsdp-z2", "fsdp-z3"} <= set(layouts) and "fsdp-z3-cpu-params" not in layouts
     assert all(len(targets_of(a, convertible())) >= 3 for a in convertible())
-    assert {b for _, b in pairs_of(list(layouts))} >= set(targets())
+    assert {"tp", "tp-fsdp", "pipeline"} <= set(model_parallel()) and set(convertible()) == set(layouts)
+    assert {b for _, b in pairs_of(list(layouts))} >= {*sharded(), *model_parallel()}  # every one a B somewhere
+
+
+def _consolidates(root: Path, names: list[str]) -> list[str]:
+    """task=consolidate on every layout's step-4 checkpoint: the plain GPT's weights, those the layout-neutral
+    reader gives (the same tensors), and within 1e-4 of the single run's (reduction order differs by layout)."""
+    import torch
+
+    from bigtrain.parallel.checkpoint_format import describe
+    from bigtrain.parallel.neutral import read_neutral
+    from bigtrain.tasks import consolidate
+
+    bad, ref = [], None
+    for name in ["single", *(n for n in names if n != "single")]:
+        ckpt = root / name / "checkpoints" / f"step-{SAVE_AT:07d}.ckpt"
+        out = consolidate.run(compose("task=consolidate", f"ckpt={ckpt}"), root / f"{name}-consolidated")
+        got = torch.load(out["consolidated"], weights_only=True)["state_dict"]
+        ref = ref or got
+        neutral = read_neutral(describe(ckpt))["weights"]
+        worst = max((got[k] - ref[k]).abs().max().item() for k in ref)
+        print(f"consolidate {name:20s} max |w - single| = {worst:.1e}")
+        if got.keys() != ref.keys() or not all(torch.equal(got[k], neutral.get(k, got[k])) for k in got):
+            bad.append(f"consolidate {name}: keys or weights differ from the neutral reader's")
+        elif not worst < 1e-4:
+            bad.append(f"consolidate {name}: {worst:.2e} from the single run's weights")
+    return bad
 
 
 @pytest.mark.slow
 def test_layout_slice_trains_and_resumes_the_same(tmp_path):
-    bad = _check(*run_matrix(tmp_path, [n for n in LAYOUT_SLICE if n in enumerate_layouts()]))
+    names = [n for n in LAYOUT_SLICE if n in enumerate_layouts()]
+    bad = _check(*run_matrix(tmp_path, names)) + _consolidates(tmp_path, names)
     assert not bad, "\n".join(bad)
 
 
@@ -199,17 +232,6 @@ def test_layout_slice_trains_and_resumes_the_same(tmp_path):
 def test_full_layout_matrix(tmp_path, request):
     if "matrix" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the full layout matrix runs when asked for: pytest -m matrix tests/test_layout_matrix.py")
-    bad = _check(*run_matrix(tmp_path, list(enumerate_layouts())))
-    assert not bad, "\n".join(bad)
-
-
-ZERO_TARGETS = ("deepspeed-z1", "deepspeed-z2", "deepspeed-z3")
-
-
-@pytest.mark.slow
-def test_resume_into_zero_with_torch_adamw_continues_exactly(tmp_path):
-    """The single process's step-4 checkpoint resumed under DeepSpeed ZeRO 1, 2 and 3 with torch's AdamW (no
-    optimizer offload). ZeRO steps its flat groups (decay, no decay) one optimizer.step() at a time: had the loaded
-    states shared one step tensor, each step would count twice and steps 6-8 drift (by 3.4e-3) while step 5 matches."""
-    bad = _check(*run_matrix(tmp_path, ["single"], pairs=[("single", z) for z in ZERO_TARGETS]))
+    names = list(enumerate_layouts())
+    bad = _check(*run_matrix(tmp_path, names)) + _consolidates(tmp_path, names)
     assert not bad, "\n".join(bad)

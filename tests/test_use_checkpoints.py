@@ -105,7 +105,8 @@ def test_bad_input_one_line_exit_2(trained, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == [
         f"bigtrain: error: ckpt={tmp_path / 'nope.ckpt'} does not exist; pass ckpt=<a .ckpt file, "
-        "a run directory, a DeepSpeed/FSDP checkpoint directory or a Hugging Face GPT-2 or Llama directory>"
+        "a run directory, a DeepSpeed/FSDP/tensor-parallel/pipeline checkpoint directory or a Hugging Face GPT-2 "
+        "or Llama directory>"
     ]
     assert not (tmp_path / "r").exists()
 

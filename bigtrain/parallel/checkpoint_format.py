@@ -8,7 +8,7 @@ Formats, as bigtrain's strategies write them:
                 strategy can load; written when a run resumes under another layout than the one that saved
     deepspeed   a folder: DeepSpeed ZeRO 0-3 (`latest`, <tag>/mp_rank_00_model_states.pt, one optimizer file a rank)
     dcp         a folder: torch.distributed.checkpoint (.metadata + *.distcp + meta.pt): FSDP sharded, or tensor
-                parallel DTensors (parallelism=tp)
+                parallel DTensors (parallelism=tp, tp-fsdp)
     pipeline    a folder: one rank-N.ckpt per pipeline rank (each its stage's weights and optimizer)
     hf          a Hugging Face model folder (config.json + model.safetensors); weights only
     int8        task=quantize's output; weights only
@@ -44,6 +44,7 @@ class CheckpointFormat:
     world: int | None = None  # processes that wrote it (from the files where they say it)
     tp: int = 1
     pp: int = 1
+    fsdp: bool = False  # parallelism=tp with FSDP2 over its data axis (tp-fsdp)
     step: int | None = None
     model: dict = field(default_factory=dict)  # the model config group it was trained with
     run_config: dict = field(default_factory=dict)
@@ -63,7 +64,7 @@ class CheckpointFormat:
         if self.offload and self.offload != "none":
             parts.append(f"offload={self.offload}")
         if self.tp > 1:
-            parts.append(f"tp={self.tp}")
+            parts.append(f"tp={self.tp}" + (" fsdp=true" if self.fsdp else ""))
         if self.pp > 1:
             parts.append(f"pp={self.pp}")
         parts.append(f"world={self.world}")
@@ -144,7 +145,7 @@ def _from_blob(p: Path, fmt: str, blob: dict, world: int | None = None) -> Check
         out.parallelism = par.get("name")
         out.zero = (run.get("zero") or {}).get("stage")
         out.offload = (run.get("offload") or {}).get("name")
-        out.tp, out.pp = int(par.get("tp") or 1), int(par.get("pp") or 1)
+        out.tp, out.pp, out.fsdp = int(par.get("tp") or 1), int(par.get("pp") or 1), bool(par.get("fsdp"))
         out.world = 1 if out.parallelism == "single" else int(hw.get("devices", 1)) * int(hw.get("nodes", 1))
     if fmt == "neutral":  # the layout it was converted from is recorded inside
         src = blob[NEUTRAL_KEY].get("source") or {}

@@ -54,13 +54,15 @@ def deepspeed_client_state(folder: Path) -> dict:
 
 
 def fsdp_state_dict(folder: Path) -> dict:
-    """The "model" entry of a torch.distributed.checkpoint directory, read whole (no optimizer states)."""
+    """The model entry of a torch.distributed.checkpoint directory, read whole (no optimizer states): "model" as
+    Lightning's FSDPStrategy writes it, "state_dict" as its ModelParallelStrategy (parallelism=tp) does."""
     with warnings.catch_warnings(), weights_only_loads():
         warnings.simplefilter("ignore")  # "torch.distributed is disabled ... assuming a single process": intended
         try:
             from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
-            return dict(_load_state_dict_from_keys(keys={"model"}, checkpoint_id=str(folder))["model"])
+            key = _dcp_model_key(folder)
+            return dict(_load_state_dict_from_keys(keys={key}, checkpoint_id=str(folder))[key])
         except ImportError:  # older torch: convert the whole checkpoint (optimizer states too) through a file
             import tempfile
 
@@ -68,7 +70,15 @@ def fsdp_state_dict(folder: Path) -> dict:
 
             with tempfile.TemporaryDirectory() as tmp:
                 dcp_to_torch_save(str(folder), f"{tmp}/full.pt")
-                return dict(load(f"{tmp}/full.pt")["model"])
+                full = load(f"{tmp}/full.pt")
+                return dict(full.get("model") or full["state_dict"])
+
+
+def _dcp_model_key(folder: Path) -> str:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    names = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    return "model" if any(n.startswith("model.") for n in names) else "state_dict"
 
 
 def fsdp_client_state(folder: Path) -> dict:

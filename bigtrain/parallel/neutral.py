@@ -8,8 +8,13 @@ keyed by parameter name, plus Lightning's own state (global step, loops, LR sche
     deepspeed   ZeRO 1-3: DeepSpeed's universal checkpoint conversion (deepspeed.checkpoint.ds_to_universal) gives
                 every parameter's fp32 weight, exp_avg, exp_avg_sq and step, whole; ZeRO-0: the engine's own
                 module and torch optimizer state in mp_rank_00_model_states.pt
-    dcp         FSDP sharded folders: torch.distributed.checkpoint.format_utils.dcp_to_torch_save (the whole model
-                and FSDP's name-keyed optimizer state, gathered from every rank's shards)
+    dcp         FSDP sharded folders and tensor-parallel (+ FSDP2) DTensor folders:
+                torch.distributed.checkpoint.format_utils.dcp_to_torch_save (the whole model and the name-keyed
+                optimizer state, gathered from every rank's shards); tensor parallel's split q/k/v joined back
+                (param_names.py)
+    pipeline    one Lightning file per stage (rank-N.ckpt of the first data-parallel replica): each stage's weights
+                and torch optimizer state, named by the stage's groups (param_names.stage_groups) and merged; a tied
+                model's head copy on the last stage dropped (it equals the token table, and so do its Adam states)
     neutral     already is
 It is written as a Lightning checkpoint of the single-process layout (state_dict + optimizer_states), with the
 parameter names of each optimizer group beside it; single and DDP load it as Lightning does, and the sharded
@@ -18,8 +23,8 @@ set_model_state_dict / set_optimizer_state_dict, DeepSpeed's safe_set_full_fp32_
 
 What cannot carry across a change of layout: the per-rank RNG streams of ranks other than zero (dropout masks of
 rank r > 0 under the old data-parallel size have no counterpart under another); the restored RNG is rank zero's.
-The data position is layout-free (data/datamodule.py: windows are a function of (seed, sample index)).
-Tensor-parallel (split q/k/v DTensors) and pipeline (per-stage rank files) checkpoints are not converted yet.
+The data position is layout-free (data/datamodule.py: windows are a function of (seed, sample index)). Lightning
+counts optimizer steps in the automatic loop's progress, a pipeline's manual optimization in its own: both are set.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 
 from bigtrain.errors import BigtrainError
 from bigtrain.parallel.checkpoint_format import NEUTRAL_KEY, RUN_CONFIG_KEY, CheckpointFormat
+from bigtrain.parallel.param_names import TIED_HEAD, fuse_qkv, stage_copies_head, stage_groups
 from bigtrain.safe_load import load, weights_only_loads
 
 ADAM_STATES = ("exp_avg", "exp_avg_sq")
@@ -42,7 +48,7 @@ _DEEPSPEED_KEYS = {
     "skipped_steps", "global_steps", "global_samples", "dp_world_size", "mp_world_size", "ds_config", "ds_version",
     "checkpoint_parallel_dimensions",
 }  # fmt: skip
-CONVERTIBLE = ("lightning", "neutral", "deepspeed", "dcp")
+CONVERTIBLE = ("lightning", "neutral", "deepspeed", "dcp", "pipeline")
 
 
 def gpt_name(key: str) -> str:
@@ -83,7 +89,13 @@ def read_neutral(fmt: CheckpointFormat) -> dict:
             f"{fmt.path} is a {fmt.format} checkpoint ({fmt.layout_text()}), which cannot be converted to another "
             f"layout yet (convertible: {', '.join(CONVERTIBLE)}); resume it under its own layout"
         )
-    reader = {"lightning": _read_lightning, "neutral": _read_lightning, "deepspeed": _read_deepspeed, "dcp": _read_dcp}
+    reader = {
+        "lightning": _read_lightning,
+        "neutral": _read_lightning,
+        "deepspeed": _read_deepspeed,
+        "dcp": _read_dcp,
+        "pipeline": _read_pipeline,
+    }
     out = reader[fmt.format](fmt)
     for name, state in out["optim"].items():
         missing = [k for k in (*ADAM_STATES, "step") if k not in state]
@@ -210,7 +222,7 @@ def _read_dcp(fmt: CheckpointFormat) -> dict:
     meta = fmt.path / "meta.pt"
     extras = load(meta) if meta.is_file() else {}
     model = full.get("model") or full.get("state_dict") or {}
-    weights = {gpt_name(k): v.float() for k, v in model.items()}
+    weights = fuse_qkv({gpt_name(k): v.float() for k, v in model.items()})
     osd = next((v for k, v in full.items() if k.startswith("optimizer")), None)
     optim, groups = {}, []
     if osd:
@@ -220,8 +232,50 @@ def _read_dcp(fmt: CheckpointFormat) -> dict:
         }
         for st in optim.values():
             st["step"] = torch.as_tensor(st["step"], dtype=torch.float32)
+        optim = fuse_qkv(optim)
         groups = [{k: v for k, v in g.items() if k != "params"} for g in osd.get("param_groups", [])]
     return {"weights": weights, "optim": optim, "groups": groups, "extras": extras}
+
+
+def _stage_files(fmt: CheckpointFormat) -> list[Path]:
+    """rank-0 .. rank-(pp-1).ckpt: the stages of the first data-parallel replica (rank = dp_rank * pp + stage)."""
+    files = {int(f.stem.split("-")[1]): f for f in fmt.path.glob("rank-*.ckpt")}
+    missing = [r for r in range(fmt.pp) if r not in files]
+    if missing:
+        raise BigtrainError(f"{fmt.path}: pipeline checkpoint of pp={fmt.pp} stages lacks rank-{missing[0]}.ckpt")
+    return [files[r] for r in range(fmt.pp)]
+
+
+def _read_pipeline(fmt: CheckpointFormat) -> dict:
+    gpt_config = _gpt_config(fmt)
+    weights, optim, groups, extras = {}, {}, [], {}
+    for stage, f in enumerate(_stage_files(fmt)):
+        blob = load(f)
+        names = stage_groups(gpt_config, stage, fmt.pp)
+        stage_weights = {gpt_name(k): v.float() for k, v in blob["state_dict"].items()}
+        osds = blob.get("optimizer_states") or []
+        stage_optim, stage_hyper = _from_torch_optimizer(osds[0], names) if osds else ({}, [])
+        if stage_copies_head(gpt_config, stage, fmt.pp):  # the head copy: the token table (first stage) is kept
+            stage_weights.pop(TIED_HEAD, None)
+            stage_optim.pop(TIED_HEAD, None)
+        weights.update(stage_weights)
+        optim.update(stage_optim)
+        if stage == 0:
+            groups = stage_hyper  # every stage steps the same schedule: the same hyperparameters
+            extras = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer_states")}
+    return {"weights": weights, "optim": optim, "groups": groups, "extras": extras}
+
+
+def read_weights(fmt: CheckpointFormat) -> dict:
+    """The whole model's fp32 weights by GPT name (no optimizer states read where the format allows it): what
+    task=consolidate / export / generate take from a tensor-parallel, FSDP or pipeline folder."""
+    if fmt.format == "pipeline":
+        return _read_pipeline(fmt)["weights"]
+    if fmt.format == "dcp":
+        from bigtrain.parallel.consolidate import fsdp_state_dict
+
+        return fuse_qkv({gpt_name(k): v.float() for k, v in fsdp_state_dict(fmt.path).items()})
+    return read_neutral(fmt)["weights"]
 
 
 # --- write: a Lightning checkpoint of the single-process layout ----------------------------------------------------
@@ -264,6 +318,7 @@ def write_neutral(fmt: CheckpointFormat, target_accumulate: int, out: Path) -> P
 
         source_accumulate = layout_of(OmegaConf.create(fmt.run_config)).trainer_accumulation
         _shift_batch_counters(extras.get("loops") or {}, step * source_accumulate, step * target_accumulate)
+    _set_optimizer_steps(extras.get("loops") or {}, step)
     blob = {
         **extras,
         "state_dict": {f"model.{k}": weights[k].contiguous() for k in expected},
@@ -286,3 +341,25 @@ def _shift_batch_counters(loops: dict, source_batches: int, target_batches: int)
         for k, v in counts.items():
             if isinstance(v, int):
                 counts[k] = v - source_batches + target_batches
+
+
+def _set_optimizer_steps(loops: dict, step: int) -> None:
+    """Lightning's global step is the automatic loop's optimizer-step count, or under manual optimization (the
+    pipeline's) the manual loop's; a checkpoint of one kind has 0 in the other's: copy the one that counted."""
+    fit = loops.get("fit_loop") or {}
+    if not fit or not step:
+        return
+    auto = (fit.get("epoch_loop.automatic_optimization.optim_progress") or {}).get("optimizer")
+    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
+    if auto is None or manual is None:  # not Lightning's loop state as bigtrain's Lightning writes it
+        return
+    counted = next(
+        (c for c in (auto.get("step"), manual) if ((c or {}).get("total") or {}).get("completed") == step), None
+    )
+    if counted is None:  # neither counted this checkpoint's steps: leave Lightning's own state as it is
+        return
+    steps = {part: {"ready": counted[part]["ready"], "completed": counted[part]["completed"]} for part in counted}
+    auto["step"] = steps
+    auto["zero_grad"] = {part: {**c, "started": c["ready"]} for part, c in steps.items()}
+    fit["epoch_loop.manual_optimization.optim_step_progress"] = {part: dict(c) for part, c in steps.items()}
+    fit["epoch_loop.scheduler_progress"] = {part: dict(c) for part, c in steps.items()}

@@ -1,12 +1,18 @@
 """A sharded strategy loads a layout-neutral checkpoint file (neutral.py) with its engine's own API.
 
-Single and DDP load the neutral file as the Lightning checkpoint it is. FSDP and DeepSpeed would read a folder of
-their own; given a neutral file they put the whole weights and Adam states into their shards here:
+Single and DDP load the neutral file as the Lightning checkpoint it is. FSDP, DeepSpeed and tensor parallel would
+read a folder of their own; given a neutral file they put the whole weights and Adam states into their shards here:
     FSDP        its full-state-dict loading (FSDP.optim_state_dict_to_load for the name-keyed Adam states, as
                 Lightning's FSDPStrategy loads a whole-model file): every rank passes whole tensors, keeps its shard
     DeepSpeed   ZeRO 1-3: deepspeed.utils.safe_set_full_fp32_param / safe_set_full_optimizer_state for the fp32
                 master partitions and Adam moments, and the module's own parameters (gathered under ZeRO-3) for the
                 weights the next forward uses; ZeRO-0: the module and the torch optimizer load their state dicts
+    tensor      (+ FSDP2) the GPT's names split into q/k/v (param_names.py), then torch.distributed.checkpoint's
+    parallel    full-state-dict loading as Lightning's ModelParallelStrategy loads a whole-model file
+                (set_model_state_dict per submodule, set_optimizer_state_dict with the name-keyed Adam states):
+                every rank passes whole tensors and keeps its DTensor shards
+A pipeline stage takes its slice (`stage_checkpoint`, called by PipelineStrategy.load_checkpoint): the stage's
+weights and a torch optimizer state in its own group order, which Lightning then loads as usual.
 Lightning then restores the rest from the returned dict as usual: global step and loops, LR schedule, callbacks,
 and the module's on_load_checkpoint (validation history, RNG).
 
@@ -71,12 +77,80 @@ class LoadsNeutralCheckpoints:
         return False if self._neutral_loaded else super().lightning_restore_optimizer
 
     def _load_neutral(self, weights: dict, states: dict, groups: list[dict]) -> None:
-        from pytorch_lightning.strategies import DeepSpeedStrategy
+        from pytorch_lightning.strategies import DeepSpeedStrategy, ModelParallelStrategy
 
         if isinstance(self, DeepSpeedStrategy):
             _into_deepspeed(self, weights, states, groups)
+        elif isinstance(self, ModelParallelStrategy):
+            _into_tensor_parallel(self, weights, states, groups)
         else:
             _into_fsdp(self, weights, states, groups)
+
+
+def _into_tensor_parallel(strategy, weights: dict, states: dict, groups: list[dict]) -> None:
+    """Whole tensors in the tensor-parallel names -> each rank's DTensor shards (TP, and FSDP2 over dp on top)."""
+    from lightning_fabric.strategies.model_parallel import _load_raw_module_state
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    from bigtrain.parallel.param_names import split_qkv
+
+    gpt_config = strategy.lightning_module.model.config
+    module = strategy.model  # the LightningModule: its keys are "model." + the (split) GPT names
+    full = {f"model.{k}": v for k, v in split_qkv(weights, gpt_config).items()}
+    _load_raw_module_state(full, module=module, world_size=strategy.world_size, strict=True)
+    if not states:
+        return
+    optimizer = strategy.optimizers[0]
+    split = split_qkv(states, gpt_config)
+    order = _group_names(strategy, optimizer)
+    # The source's hyperparameters where this optimizer has them (DeepSpeedCPUAdam's bias_correction, say, it has
+    # not; torch's unflattening refuses a key the target's groups lack), this optimizer's own for the rest.
+    hypers = [
+        {**{k: v for k, v in mine.items() if k != "params"}, **{k: v for k, v in theirs.items() if k in mine}}
+        for mine, theirs in zip(optimizer.param_groups, groups, strict=True)
+    ]
+    osd = {
+        "state": {f"model.{n}": _adam(split[n]) for group in order for n in group},
+        "param_groups": [
+            {**h, "params": [f"model.{n}" for n in names]} for h, names in zip(hypers, order, strict=True)
+        ],
+    }
+    set_optimizer_state_dict(module, optimizer, osd, options=StateDictOptions(full_state_dict=True))
+
+
+def stage_checkpoint(blob: dict, gpt_config, stage: int, pp: int) -> dict:
+    """A neutral file -> the Lightning checkpoint of one pipeline stage: its weights ("model." + the GPT names it
+    holds) and its torch optimizer state (ids in the stage's group order); a tied model's last stage takes the
+    token table (and its Adam state) for its head copy."""
+    from bigtrain.model import GPT
+    from bigtrain.parallel.param_names import TIED_HEAD, TOKEN_TABLE, stage_copies_head, stage_groups
+    from bigtrain.parallel.pipeline import GPTStage
+
+    weights, states, groups = _by_name(blob)
+    copies = stage_copies_head(gpt_config, stage, pp)
+
+    def source(name: str) -> str:
+        return TOKEN_TABLE if copies and name == TIED_HEAD else name
+
+    with torch.device("meta"):
+        keys = list(GPTStage(GPT(gpt_config), stage, pp).state_dict())
+    names = stage_groups(gpt_config, stage, pp)
+    out = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer_states", NEUTRAL_KEY)}
+    out["state_dict"] = {f"model.{k}": weights[source(k)].clone() for k in keys}
+    out["optimizer_states"] = []
+    if states:
+        flat = [n for group in names for n in group]
+        ids, start = [], 0
+        for group in names:
+            ids.append(list(range(start, start + len(group))))
+            start += len(group)
+        out["optimizer_states"] = [
+            {
+                "state": {i: _adam(states[source(n)]) for i, n in enumerate(flat)},
+                "param_groups": [{**hyper, "params": p} for hyper, p in zip(groups, ids, strict=True)],
+            }
+        ]
+    return out
 
 
 def _into_fsdp(strategy, weights: dict, states: dict, groups: list[dict]) -> None:
@@ -115,7 +189,7 @@ def _group_names(strategy, optimizer) -> list[list[str]]:
 
 
 def _adam(state: dict) -> dict:
-    return {k: (v.float() if k in ADAM_STATES else _fresh_step(v)) for k, v in state.items()}
+    return {k: (v.float().clone() if k in ADAM_STATES else _fresh_step(v)) for k, v in state.items()}
 
 
 def _fresh_step(step, like=None):

@@ -181,5 +181,10 @@ class PipelineStrategy(RunDirDDPStrategy):
         after_sharded_save(self, folder)
 
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict:
+        if Path(checkpoint_path).is_file():  # the layout-neutral form of another layout's checkpoint: this slice
+            from bigtrain.parallel.neutral_load import stage_checkpoint
+
+            blob = load(checkpoint_path, map_location=self.root_device)
+            return stage_checkpoint(blob, self.stage_module.config, self.stage, self.pp)
         path = Path(checkpoint_path) / f"rank-{self.global_rank}.ckpt"
         return load(path, map_location=self.root_device)  # weights-only (bigtrain.safe_load)

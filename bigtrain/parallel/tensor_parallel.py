@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor, Replicate, distribute_module
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from bigtrain.parallel.launcher import RunDirLauncherMixin
+from bigtrain.parallel.neutral_load import LoadsNeutralCheckpoints
 from bigtrain.parallel.sharded_checkpoints import MarksCompleteCheckpoints
 
 DP, TP = "data_parallel", "tensor_parallel"  # Lightning's ModelParallelStrategy names its mesh axes so
@@ -37,7 +38,8 @@ class SplitQKV(nn.Module):
     Column-sharding the fused (attn_dim + 2 * kv_dim, C) matrix would hand rank 0 all of q and part of k; sharding
     q, k and v separately gives every rank whole heads of each. The forward concatenates the local outputs in
     (q, k, v) order, which is what `CausalSelfAttention` splits. Checkpoint keys become `c_attn.{q,k,v}.weight`
-    under TP. widths: (attn_dim, kv_dim, kv_dim); k and v are narrower than q under grouped-query attention."""
+    under TP (param_names.py maps the names both ways). widths: (attn_dim, kv_dim, kv_dim); k and v are narrower than
+    q under grouped-query attention."""
 
     def __init__(self, fused: nn.Linear, widths: tuple[int, int, int]):
         super().__init__()
@@ -125,10 +127,13 @@ def parallelize_gpt(model: nn.Module, mesh: DeviceMesh, fsdp: bool) -> nn.Module
     return model
 
 
-class TensorParallelStrategy(MarksCompleteCheckpoints, RunDirLauncherMixin, ModelParallelStrategy):
+class TensorParallelStrategy(
+    LoadsNeutralCheckpoints, MarksCompleteCheckpoints, RunDirLauncherMixin, ModelParallelStrategy
+):
     """Lightning's ModelParallelStrategy (a data_parallel x tensor_parallel device mesh, distributed checkpoints)
     with bigtrain's launcher for the extra local ranks and the GPT's parallelize step as `parallelize_model`, which
-    the LightningModule calls from configure_model (where this strategy expects parallelization to happen)."""
+    the LightningModule calls from configure_model (where this strategy expects parallelization to happen). Another
+    layout's checkpoint arrives in the layout-neutral form (neutral_load.py)."""
 
     def __init__(self, run_dir: Path, fsdp: bool, **kwargs):
         super().__init__(run_dir=run_dir, **kwargs)

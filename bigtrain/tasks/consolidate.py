@@ -1,7 +1,8 @@
-"""`task=consolidate ckpt=RUN/checkpoints/last.ckpt`: a sharded DeepSpeed (ZeRO 1-3) or FSDP checkpoint, or a plain
-one, -> RUN_DIR/consolidated.pt: one fp32 state dict that the plain `bigtrain.model.GPT` loads as is.
+"""`task=consolidate ckpt=RUN/checkpoints/last.ckpt`: a sharded DeepSpeed (ZeRO 1-3), FSDP, tensor-parallel or
+pipeline checkpoint, or a plain one, -> RUN_DIR/consolidated.pt: one fp32 state dict that the plain `bigtrain.model.GPT` loads as is.
 
-The merge is bigtrain.checkpoint_io's (DeepSpeed's zero_to_fp32 / torch.distributed.checkpoint, no process group);
+The merge is bigtrain.checkpoint_io's (DeepSpeed's zero_to_fp32 / torch.distributed.checkpoint, tensor parallel's
+q/k/v and a pipeline's stages joined by bigtrain/parallel/neutral.py; no process group);
 the file holds {"state_dict": ..., "model": the GPTConfig fields}:
 
     sd = torch.load("consolidated.pt"); gpt = GPT(GPTConfig(**sd["model"])); gpt.load_state_dict(sd["state_dict"])

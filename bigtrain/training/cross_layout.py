@@ -4,7 +4,7 @@ A checkpoint saved under exactly this run's layout (same strategy, ZeRO stage, o
 is loaded as it is, by the strategy that wrote its format. Any other is first checked to hold this run's model shape
 (one line naming both shapes, before anything heavy and before anything is written), then converted to the
 layout-neutral form (bigtrain/parallel/neutral.py: the format's own tools read it whole) in RUN_DIR/resharded/,
-which every data-parallel and sharded strategy loads with its engine's API (parallel/neutral_load.py).
+which every strategy loads with its engine's API (parallel/neutral_load.py; a pipeline stage takes its slice).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from bigtrain.errors import BigtrainError
 from bigtrain.parallel.checkpoint_format import CheckpointFormat, check_same_shape, describe
 
 RESHARDED_DIR = "resharded"
-# Strategies that load the neutral form (tensor and pipeline parallel rename or split the GPT's parameters).
-LOADS_NEUTRAL = ("single", "ddp", "deepspeed", "fsdp")
+# Strategies that load the neutral form (tensor parallel splits q/k/v back, a pipeline stage takes its slice).
+LOADS_NEUTRAL = ("single", "ddp", "deepspeed", "fsdp", "tp", "pipeline")
 
 
 def same_layout(fmt: CheckpointFormat, layout: Layout) -> bool:
@@ -29,7 +29,8 @@ def same_layout(fmt: CheckpointFormat, layout: Layout) -> bool:
     from bigtrain.config.layout import layout_of
 
     saved = layout_of(OmegaConf.create(fmt.run_config))
-    keys = ("parallelism", "zero", "offload_optimizer", "offload_params", "world", "tp", "pp", "trainer_accumulation")
+    keys = ("parallelism", "zero", "offload_optimizer", "offload_params", "world", "tp", "pp", "fsdp")
+    keys += ("trainer_accumulation",)
     return all(getattr(saved, k) == getattr(layout, k) for k in keys)
 
 
