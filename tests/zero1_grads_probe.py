@@ -92,5 +92,5 @@ def main(out: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("LOCAL_RANK", os.environ.get("RANK", "0"))
     use_deepspeed_cpu_accelerator()  # plain gloo collectives, as bigtrain's own CPU runs (tests/deepspeed_states_probe.py)
-    main(sys.argv[1])
+    main(sys.argv[1].format(os.environ["RANK"]))  # rank{}.json: one file per rank
     leave_process_group()
