@@ -1,4 +1,4 @@
-"""One rank of a CPU job that trains several recorded configs in turn (tests/test_layout_matrix.py).
+"""One rank of a CPU job that trains several recorded configs in turn (tests/test_layout_matrix.py, tests/test_llama_layouts.py).
 
     python tests/matrix_worker.py RUN_DIR...        (as every rank, with tests/launch.py's environment)
 
@@ -7,7 +7,7 @@ this runs bigtrain's own `fit` on it and writes RUN_DIR/losses.json: per optimiz
 any resumed steps), the loss of the whole global batch: the sum of the step's micro-batch losses (Lightning hands
 each one over divided by the accumulation count), averaged over all ranks (data-parallel ranks hold different
 parts of the batch; tensor- and pipeline-parallel ranks hold the same loss). A process that trained one config can
-train the next: one process group for all, as tests/layout_worker.py does.
+train the next: one process group for all (tests/test_llama_layouts.py uses it too).
 """
 
 from __future__ import annotations

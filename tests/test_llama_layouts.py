@@ -8,7 +8,7 @@ A data loader item is one micro-batch drawn from (seed, item index) (bigtrain/da
 sequences need the same item size: the data-parallel runs (2 ranks x 4) are held to a single process that
 accumulates 2 micro-batches of 4; tensor and pipeline parallelism (one batch of 8 per step, which the pipeline
 splits into 4 micro-batches of 2 itself) to a single process with micro-batches of 8.
-All runs go through tests/layout_worker.py (bigtrain's own `fit`): the two references in one process, the
+All runs go through tests/matrix_worker.py (bigtrain's own `fit`): the two references in one process, the
 2-process layouts in one 2-process job, as tests/test_zero.py does, to pay the start-up once.
 """
 
@@ -67,7 +67,7 @@ REFERENCE_OF = {"tp": "single-8", "pp": "single-8"}  # the rest: single-4
 def _launch(root, names: list[str], world: int) -> None:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world)}
     env["NODE_RANK"] = "0"
-    worker = [sys.executable, str(REPO / "tests" / "layout_worker.py"), *(str(root / n) for n in names)]
+    worker = [sys.executable, str(REPO / "tests" / "matrix_worker.py"), *(str(root / n) for n in names)]
     procs = [
         subprocess.Popen(
             worker,
