@@ -39,7 +39,7 @@ def start(command: list[str], world: int, cwd: Path, env: dict | None = None) ->
     ]
 
 
-def launch(command: list[str], world: int, cwd: Path, env: dict | None = None, timeout: float = 1800) -> list[str]:
+def launch(command: list[str], world: int, cwd: Path, env: dict | None = None, timeout: float = 840) -> list[str]:
     """Run `command` as `world` ranks to the end; each rank's output. Fails (AssertionError) if any rank fails."""
     procs = start(command, world, cwd, env)
     outputs = []

@@ -229,6 +229,7 @@ def test_layout_slice_trains_and_resumes_the_same(tmp_path):
 
 @pytest.mark.matrix
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 16 layouts, 64 pairs: one launch per world size and phase
 def test_full_layout_matrix(tmp_path, request):
     if "matrix" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the full layout matrix runs when asked for: pytest -m matrix tests/test_layout_matrix.py")

@@ -5,18 +5,18 @@ path that imports none of the optional libraries torchmetrics would pull in (sta
 from __future__ import annotations
 
 import importlib.util
-import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 
 from bigtrain.training.guards import NonFiniteGuard
 from bigtrain.training.signals import GracefulStop
 from tests.conftest import NANO, SMALL_DATA, assert_ok, run_bigtrain
+from tests.launch import launch
 
 # ---------------------------------------------------------------- the NaN guard's agreement
 
@@ -73,44 +73,16 @@ def test_guard_on_partitioned_gradients_follows_the_other_ranks(monkeypatch, tmp
     assert all(p.grad is None for p in module.parameters())
 
 
-def _ddp_rank(rank: int, port: int, poison: str, out: str) -> None:
-    from bigtrain.parallel.strategy import ddp_settings
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.manual_seed(0)
-    settings = ddp_settings(
-        OmegaConf.create({"model": {"moe": {"n_experts": 0}}}), SimpleNamespace(trainer_accumulation=1)
-    )
-    assert settings == {"gradient_as_bucket_view": True, "static_graph": True}
-    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4), **settings)
-    verdicts = []
-    for step in range(3):
-        loss = model(torch.randn(2, 4)).pow(2).mean()
-        if rank == 1 and step == 1:
-            loss = loss * float(poison)  # only rank 1's loss blows up
-        loss.backward()
-        verdicts.append(all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()))
-        for p in model.parameters():
-            p.grad = None  # as the guard's skip and zero_grad(set_to_none) leave them
-    Path(out, f"rank{rank}").write_text(repr(verdicts))
-    dist.destroy_process_group()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("poison", ["nan", "inf"])
 def test_ddp_all_reduce_hands_one_ranks_nonfinite_gradient_to_every_rank(tmp_path, poison):
     """The property the guard's collective-free DDP path rests on, with bigtrain's DDP settings (gradient buckets
     as views, static graph), on 2 gloo processes: a NaN or inf in one rank's backward is in every rank's reduced
-    gradients, so each rank's local check gives the same verdict; later steps are finite again on both."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_rank, args=(port, poison, str(tmp_path)), nprocs=2, join=True)
+    gradients, so each rank's local check gives the same verdict; later steps are finite again on both. (Started
+    as two processes like every multi-process test here: a CI run stopped making progress at this test when it used
+    torch.multiprocessing.spawn.)"""
+    worker = Path(__file__).with_name("ddp_nonfinite_worker.py")
+    launch([sys.executable, str(worker), poison, str(tmp_path)], world=2, cwd=tmp_path, timeout=180)
     verdicts = [(tmp_path / f"rank{r}").read_text() for r in (0, 1)]
     assert verdicts[0] == verdicts[1] == repr([True, False, True]), verdicts
 
