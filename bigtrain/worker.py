@@ -82,8 +82,7 @@ def wait_then_train(run_dir: Path, preload: tuple[str, ...]) -> None:
 
     launch = json.loads(line[0])
     env, cwd = launch["env"], launch["cwd"]
-    # Against this process's environment after its imports (which set some variables themselves, as rank zero's did)
-    changed = sorted(k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k) and k not in LAUNCH_VARS)
+    changed = changed_since_imports(env, dict(os.environ))
     os.chdir(cwd)
     if changed:  # imports may have read these: start over as the launcher would have, with exactly this environment
         print(f"bigtrain: note: rank {env.get('LOCAL_RANK')} restarts: {', '.join(changed)} changed", file=sys.stderr)
@@ -95,6 +94,14 @@ def wait_then_train(run_dir: Path, preload: tuple[str, ...]) -> None:
 
     rank_zero_only.rank = _get_rank() or 0  # read from the environment at import, before this rank had one
     main([str(run_dir)])
+
+
+def changed_since_imports(handed: dict[str, str], current: dict[str, str]) -> list[str]:
+    """The variables, other than the launch ones, in which the handed environment differs from this process's
+    after its imports (which set some themselves, e.g. Lightning's PYTORCH_NVML_BASED_CUDA_CHECK, as rank zero's
+    did)."""
+    keys = (set(handed) | set(current)) - LAUNCH_VARS
+    return sorted(k for k in keys if handed.get(k) != current.get(k))
 
 
 def _preload(names: tuple[str, ...]) -> None:
