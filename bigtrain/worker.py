@@ -15,25 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-# What every rank's fit imports (tasks/train.py `fit` and what it builds): imported while rank zero prepares.
-PRELOAD = (
-    "torch",
-    "bigtrain.tasks.train",
-    "bigtrain.data.datamodule",
-    "bigtrain.training.callbacks",
-    "bigtrain.training.checkpointing",
-    "bigtrain.training.guards",
-    "bigtrain.training.loggers",
-    "bigtrain.training.model_states",
-    "bigtrain.training.module",
-    "bigtrain.training.progress",
-    "bigtrain.training.signals",
-    "bigtrain.training.step_time",
-    "bigtrain.parallel.gather",
-    "bigtrain.parallel.strategy",
-    "bigtrain.parallel.teardown",
-)
-
 # Environment variables Lightning's launcher sets for a rank and that are read only when training starts (no
 # module reads them at import, except Lightning's rank_zero_only, which wait_then_train sets again): a waiting
 # rank takes these late. Any other difference and it restarts as a fresh interpreter with the exact environment.
@@ -75,7 +56,9 @@ def wait_then_train(run_dir: Path, preload: tuple[str, ...]) -> None:
         arrived.set()
 
     threading.Thread(target=read_launch_line, daemon=True).start()
-    _preload(preload)
+    from bigtrain.tasks._fit_imports import import_for_fit
+
+    import_for_fit(preload)
     arrived.wait()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     import json
@@ -102,19 +85,6 @@ def changed_since_imports(handed: dict[str, str], current: dict[str, str]) -> li
     did)."""
     keys = (set(handed) | set(current)) - LAUNCH_VARS
     return sorted(k for k in keys if handed.get(k) != current.get(k))
-
-
-def _preload(names: tuple[str, ...]) -> None:
-    import importlib
-
-    from bigtrain.training.lean_imports import import_lightning_lean
-
-    import_lightning_lean()  # first, as on every train path: none of torchmetrics' optional extras
-    for name in (*PRELOAD, *names):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the run itself meets (and reports) the same failure where it needs the module
-            pass
 
 
 if __name__ == "__main__":
