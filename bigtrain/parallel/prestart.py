@@ -59,7 +59,12 @@ def prestart_local_ranks(layout, run_dir: Path) -> None:
     if os.environ.get("BIGTRAIN_PRESTART", "1") == "0" or not should_prestart(layout):
         return
     release_waiting()  # a previous run of this process that never launched
-    preload = ("deepspeed",) if layout.parallelism == "deepspeed" else ()
+    preload = ()
+    if layout.parallelism == "deepspeed":
+        from bigtrain.parallel.ops_cache import use_extensions_cache
+
+        use_extensions_cache()  # as build_strategy will: set now, it is the environment the waiting ranks import in
+        preload = ("deepspeed",)
     command = worker_command(run_dir, wait=True, preload=preload)
     _WAITING[Path(run_dir).resolve()] = [
         subprocess.Popen(command, stdin=subprocess.PIPE) for _ in range(1, layout.trainer_devices)
