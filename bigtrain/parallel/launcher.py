@@ -4,17 +4,19 @@ Lightning's subprocess launcher re-runs `sys.argv` for ranks 1..N-1, and under H
 `hydra.run.dir=...`. That breaks twice: a multirun (`-m`) child would launch a whole sweep of its own, and the run
 directory it passes is the single-run one, not the sweep point's (the Hydra + DDP trap: one output directory per
 rank). bigtrain's children instead run `python -m bigtrain.worker RUN_DIR`, which reads the resolved config rank 0
-already wrote there. Everything else (environment, ports, process observer) is Lightning's.
+already wrote there. Everything else (environment, ports, process observer) is Lightning's. Where rank zero
+started the ranks early (prestart.py), they are handed their environment instead of being started here.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from bigtrain.parallel.prestart import hand_over, take_waiting, worker_command
 
 
 class RunDirLauncher(_SubprocessScriptLauncher):
@@ -31,11 +33,16 @@ class RunDirLauncher(_SubprocessScriptLauncher):
         os.environ["NODE_RANK"] = str(env.node_rank())
         os.environ["LOCAL_RANK"] = str(env.local_rank())
         os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
+        waiting = take_waiting(self.run_dir)  # started early by rank zero (prestart.py), importing or waiting
         for local_rank in range(1, self.num_processes):
             child_env = os.environ.copy()
             child_env["LOCAL_RANK"] = str(local_rank)
-            command = [sys.executable, "-m", "bigtrain.worker", str(self.run_dir.resolve())]
-            self.procs.append(subprocess.Popen(command, env=child_env))
+            proc = waiting.pop(0) if waiting else None
+            if proc is None or not hand_over(proc, child_env):
+                proc = subprocess.Popen(worker_command(self.run_dir, wait=False), env=child_env)
+            self.procs.append(proc)
+        for proc in waiting:  # more were started than this launch needs: they leave (stdin closed, exit 0)
+            proc.stdin.close()
 
 
 class RunDirLauncherMixin:

@@ -16,6 +16,7 @@ from bigtrain.config import Layout, layout_of, validate
 from bigtrain.config.run_config import load_run_config, save_run_config
 from bigtrain.data import check_block_fits, load_tokenizer, prepare, read_meta
 from bigtrain.errors import DataError
+from bigtrain.parallel.prestart import prestart_local_ranks, releases_waiting_ranks
 from bigtrain.parallel.slurm import (
     cluster_plugins,
     config_ready_marker,
@@ -42,6 +43,7 @@ def prepared_data(cfg, progress: bool = True) -> Path:
     return folder
 
 
+@releases_waiting_ranks  # ranks started early and never launched (a refusal, an error) leave with run()
 def run(cfg, run_dir: Path) -> dict:
     started = time.perf_counter()
     from bigtrain.training.lean_imports import import_lightning_lean
@@ -55,6 +57,7 @@ def run(cfg, run_dir: Path) -> dict:
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
     preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
     apply_threads(cfg.trainer.threads)  # before torch is imported: OpenMP reads its settings then
+    prestart_local_ranks(layout, run_dir)  # after apply_threads: the other local ranks import while this one prepares
     import_lightning_lean()  # before anything imports Lightning: none of torchmetrics' optional extras
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
