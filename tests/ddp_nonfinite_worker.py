@@ -18,6 +18,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from bigtrain.parallel.strategy import ddp_settings
+from bigtrain.parallel.teardown import leave_process_group
 
 
 def main(poison: str, out: str) -> None:
@@ -39,7 +40,10 @@ def main(poison: str, out: str) -> None:
         for p in model.parameters():
             p.grad = None  # as the guard's skip and zero_grad(set_to_none) leave them
     Path(out, f"rank{rank}").write_text(repr(verdicts))
-    dist.destroy_process_group()
+    # DDP's reducer holds the process group: freed after destroy_process_group, it would run the gloo group's
+    # destructor with the GIL held, which deadlocks when a gloo thread still needs the GIL (seen under load).
+    del model
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -20,5 +20,12 @@ def leave_process_group() -> None:
 
     if not (dist.is_available() and dist.is_initialized()):
         return
+    # The run's objects (Trainer <-> strategy <-> DDP module) form reference cycles, freed only by the garbage
+    # collector, maybe after destroy_process_group: DDP's reducer would then drop the last reference to the gloo
+    # group, whose destructor joins its threads with the GIL held and deadlocks if one of them needs the GIL to
+    # free its last work (torch#56297; seen as a rank that never exits). Collected now, the group outlives them.
+    import gc
+
+    gc.collect()
     dist.barrier()  # the peers wait here for rank zero's end-of-run writes
     dist.destroy_process_group()
