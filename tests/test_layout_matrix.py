@@ -21,7 +21,8 @@ tensor parallel, pipeline: 6 layouts, one of each kind, and the 23 pairs among t
 per A). DeepSpeed ZeRO-3 is left to the full matrix: its loss curve and its own resume are tests/test_zero.py's,
 its shards' consolidation and generation tests/test_use_checkpoints.py's. Full matrix:
 `pytest -m matrix tests/test_layout_matrix.py`.
-Processes: one 1-process and one 2-process launch for (a), the same for (b); each worker trains its configs in turn.
+Processes: one 1-process and one 2-process launch for (a), side by side, the same for (b); each worker trains its
+configs in turn.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from bigtrain.config.validate import validate
 from bigtrain.errors import BigtrainError
 from bigtrain.training.cross_layout import LOADS_NEUTRAL
 from tests.conftest import REPO, SMALL_DATA, compose
-from tests.launch import launch
+from tests.launch import start, wait
 
 STEPS, SAVE_AT, TOL = 8, 4, 1e-5
 BASE = [
@@ -129,10 +130,15 @@ def _world(name: str) -> int:
 
 
 def _run(root: Path, names: list[str]) -> None:
+    """The 1-process configs in one launch and the 2-process ones in another, side by side (one thread per rank)."""
+    jobs = []
     for world in (1, 2):
         dirs = [str(root / n) for n in names if _world(n.split("@")[-1]) == world]
         if dirs:
-            launch([sys.executable, str(REPO / "tests" / "matrix_worker.py"), *dirs], world=world, cwd=root)
+            command = [sys.executable, str(REPO / "tests" / "matrix_worker.py"), *dirs]
+            jobs.append((start(command, world=world, cwd=root), command))
+    for procs, command in reversed(jobs):  # the longer 2-process job first: its pipes are drained while it runs
+        wait(procs, command)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
