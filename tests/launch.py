@@ -41,7 +41,12 @@ def start(command: list[str], world: int, cwd: Path, env: dict | None = None) ->
 
 def launch(command: list[str], world: int, cwd: Path, env: dict | None = None, timeout: float = 840) -> list[str]:
     """Run `command` as `world` ranks to the end; each rank's output. Fails (AssertionError) if any rank fails."""
-    procs = start(command, world, cwd, env)
+    return wait(start(command, world, cwd, env), command, timeout)
+
+
+def wait(procs: list[subprocess.Popen], command: list[str], timeout: float = 840) -> list[str]:
+    """The ranks `start` started, waited for to the end; each rank's output. Fails (AssertionError) if any rank
+    fails. Two jobs started before either is waited for run side by side."""
     outputs = []
     try:
         outputs = [p.communicate(timeout=timeout)[0] for p in procs]

@@ -207,28 +207,46 @@ def test_distilled_nano_beats_nano_alone(alone_and_distilled):
     )
 
 
+DATA_PARALLEL = {
+    "ddp": ["parallelism=ddp"],
+    "zero3": ["parallelism=deepspeed", "zero=3", "zero.stage3_param_persistence_threshold=0"],
+    "fsdp": ["parallelism=fsdp", "zero=3"],
+}
+
+
+@pytest.fixture(scope="module")
+def data_parallel_distills(teacher, tmp_path_factory) -> dict[str, Path]:
+    """The student distilled under each layout of DATA_PARALLEL on two processes: the three runs side by side."""
+    root = tmp_path_factory.mktemp("layouts")
+    procs = {
+        name: start_bigtrain(
+            "task=distill",
+            f"teacher={teacher}",
+            *STUDENT,
+            "hardware.devices=2",
+            *layout,
+            run_dir=root / name,
+            env=ONE_THREAD,
+        )
+        for name, layout in DATA_PARALLEL.items()
+    }
+    for result in [finish(proc) for proc in procs.values()]:  # every run ended before any is judged
+        assert_ok(result)
+    return {name: root / name for name in procs}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "layout",
-    [
-        ["parallelism=ddp"],
-        ["parallelism=deepspeed", "zero=3", "zero.stage3_param_persistence_threshold=0"],
-        ["parallelism=fsdp", "zero=3"],
-    ],
-    ids=["ddp", "zero3", "fsdp"],
-)
-def test_distill_runs_under_data_parallel_layouts(teacher, tmp_path, layout):
+@pytest.mark.parametrize("layout", list(DATA_PARALLEL))
+def test_distill_runs_under_data_parallel_layouts(data_parallel_distills, layout):
     """Two CPU processes (gloo): the student is replicated or sharded by the strategy, the teacher is a whole
     replica on every rank, outside the engine (no partitioning, no optimizer state)."""
-    run_dir = tmp_path / "r"
-    overrides = ["task=distill", f"teacher={teacher}", *STUDENT, "hardware.devices=2", *layout]
-    assert_ok(run_bigtrain(*overrides, run_dir=run_dir, env=ONE_THREAD))
+    run_dir = data_parallel_distills[layout]
     s = read_summary(run_dir)
     assert s["world_size"] == 2 and s["steps"] == 6 and s["final_val_loss"] < s["first_val_loss"]
     assert s["teacher_n_params"] == 1_853_568 and not s["teacher_has_grad"] and not s["teacher_requires_grad"]
     assert s["teacher_params_with_optimizer_state"] == 0
     states = s["held_numel_per_rank"]["optimizer_states"]
-    sharded = layout[0] != "parallelism=ddp"
+    sharded = layout != "ddp"
     assert (sum(states) if sharded else states[0]) < 34_688 * 1.1  # the student's moments only
 
 

@@ -9,6 +9,10 @@ global batch, seed and data, capacity large enough that nothing drops, 20 fp32 s
   (torch.distributed.checkpoint) resumes exactly and consolidates into the plain GPT with both ranks' experts.
 
 (Replaces the hand-written training loop of the layer-level test: this is the same proof through the real path.)
+
+Runs that do not need each other go side by side (one torch thread per rank, so that a resumed run repeats its
+source bit for bit): ep=1, ep=2 and FSDP ep=2 first; then the two resumes of the ep=2 checkpoint, the FSDP resume,
+task=generate and task=consolidate.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SMALL_DATA, assert_ok, read_summary, run_bigtrain
+from tests.conftest import SMALL_DATA, assert_ok, finish, read_summary, start_bigtrain
 
 STEPS = 20
 RUN = [
@@ -47,6 +51,7 @@ RUN = [
     "optim.grad_clip=1.0",
     *SMALL_DATA,
 ]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def losses(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
@@ -66,20 +71,53 @@ def expert_numel() -> int:
     return sum(p.numel() for p in expert_parameters(gpt))
 
 
-def train(tmp_path_factory, name: str, *overrides: str) -> Path:
-    run_dir = tmp_path_factory.mktemp(name) / "run"
-    assert_ok(run_bigtrain(*RUN, *overrides, run_dir=run_dir))
-    return run_dir
+def side_by_side(tmp_path_factory, runs: dict[str, list[str]]) -> dict[str, Path]:
+    """Start every run (name -> overrides) at once, wait for all; each one's run dir."""
+    dirs = {name: tmp_path_factory.mktemp(name) / "run" for name in runs}
+    procs = [start_bigtrain(*overrides, run_dir=dirs[name], env=ONE_THREAD) for name, overrides in runs.items()]
+    for result in [finish(proc) for proc in procs]:  # every run ended before any is judged
+        assert_ok(result)
+    return dirs
 
 
 @pytest.fixture(scope="module")
-def ep1(tmp_path_factory):
-    return train(tmp_path_factory, "ep1", "parallelism=ddp")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    return side_by_side(
+        tmp_path_factory,
+        {
+            "ep1": [*RUN, "parallelism=ddp"],
+            "ep2": [*RUN, "parallelism=ddp", "parallelism.ep=2"],
+            "fsdp": [*RUN, "parallelism=fsdp", "zero=2", "parallelism.ep=2"],
+        },
+    )
 
 
 @pytest.fixture(scope="module")
-def ep2(tmp_path_factory):
-    return train(tmp_path_factory, "ep2", "parallelism=ddp", "parallelism.ep=2")
+def ep1(trained):
+    return trained["ep1"]
+
+
+@pytest.fixture(scope="module")
+def ep2(trained):
+    return trained["ep2"]
+
+
+@pytest.fixture(scope="module")
+def continued(ep2, fsdp, tmp_path_factory) -> dict[str, Path]:
+    """From the step-10 checkpoints: ep=2's resumed at ep=2 and at ep=1, FSDP's resumed; generation from the ep=2
+    run and task=consolidate of FSDP's last (sharded) checkpoint."""
+    ckpt = f"resume={ep2 / 'checkpoints' / 'step-0000010.ckpt'}"
+    fsdp_ckpt = f"resume={fsdp / 'checkpoints' / 'step-0000010.ckpt'}"
+    return side_by_side(
+        tmp_path_factory,
+        {
+            "res2": [*RUN, "parallelism=ddp", "parallelism.ep=2", ckpt],
+            "res1": [*RUN, "parallelism=ddp", ckpt],
+            "fres": [*RUN, "parallelism=fsdp", "zero=2", "parallelism.ep=2", fsdp_ckpt],
+            "gen": ["task=generate", f"ckpt={ep2}", "prompt=def", "generate.max_new_tokens=8"],
+            "cons": ["task=consolidate", f"ckpt={fsdp / 'checkpoints' / 'last.ckpt'}"],
+        },
+    )
 
 
 @pytest.mark.slow
@@ -111,25 +149,23 @@ def test_ddp_ep2_matches_ep1_and_holds_half_the_experts(ep1, ep2):
 
 
 @pytest.mark.slow
-def test_ep2_checkpoint_resumes_exactly_and_at_ep1(ep2, tmp_path_factory):
-    ckpt = f"resume={ep2 / 'checkpoints' / 'step-0000010.ckpt'}"
+def test_ep2_checkpoint_resumes_exactly_and_at_ep1(ep2, continued):
     ref = losses(ep2)
-    same = losses(train(tmp_path_factory, "res2", "parallelism=ddp", "parallelism.ep=2", ckpt))
+    same = losses(continued["res2"])
     assert sorted(same) == list(range(10, STEPS)) and all(same[k] == ref[k] for k in same)
-    other = losses(train(tmp_path_factory, "res1", "parallelism=ddp", ckpt))
+    other = losses(continued["res1"])
     assert max(abs(other[k] - ref[k]) for k in other) < 1e-5
 
 
 @pytest.mark.slow
-def test_ep2_run_generates(ep2, tmp_path):
-    gen = tmp_path / "gen"
-    assert_ok(run_bigtrain("task=generate", f"ckpt={ep2}", "prompt=def", "generate.max_new_tokens=8", run_dir=gen))
+def test_ep2_run_generates(continued):
+    gen = continued["gen"]
     assert json.loads((gen / "generated.json").read_text())["completions"][0]
 
 
 @pytest.fixture(scope="module")
-def fsdp(tmp_path_factory):
-    return train(tmp_path_factory, "fsdp", "parallelism=fsdp", "zero=2", "parallelism.ep=2")
+def fsdp(trained):
+    return trained["fsdp"]
 
 
 @pytest.mark.slow
@@ -142,14 +178,13 @@ def test_fsdp_ep2_matches_ep1(ep1, fsdp):
 
 
 @pytest.mark.slow
-def test_fsdp_ep2_sharded_checkpoint_resumes_exactly_and_consolidates(ep2, fsdp, tmp_path_factory, tmp_path):
+def test_fsdp_ep2_sharded_checkpoint_resumes_exactly_and_consolidates(ep2, fsdp, continued):
     ckpt = fsdp / "checkpoints" / "step-0000010.ckpt"
     assert (ckpt / "COMPLETE").exists()  # torch.distributed.checkpoint's folder: every rank wrote its part
     ref = losses(fsdp)
-    got = losses(train(tmp_path_factory, "fres", "parallelism=fsdp", "zero=2", "parallelism.ep=2", f"resume={ckpt}"))
+    got = losses(continued["fres"])
     assert sorted(got) == list(range(10, STEPS)) and all(got[k] == ref[k] for k in got)
-    out = tmp_path / "cons"
-    assert_ok(run_bigtrain("task=consolidate", f"ckpt={fsdp / 'checkpoints' / 'last.ckpt'}", run_dir=out))
+    out = continued["cons"]
     whole = torch.load(out / "consolidated.pt", weights_only=True)["state_dict"]
     ddp = torch.load(ep2 / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["state_dict"]
     experts = [k for k in whole if ".experts." in k]

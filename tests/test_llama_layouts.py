@@ -9,7 +9,8 @@ sequences need the same item size: the data-parallel runs (2 ranks x 4) are held
 accumulates 2 micro-batches of 4; tensor and pipeline parallelism (one batch of 8 per step, which the pipeline
 splits into 4 micro-batches of 2 itself) to a single process with micro-batches of 8.
 All runs go through tests/matrix_worker.py (bigtrain's own `fit`): the two references in one process, the
-2-process layouts in one 2-process job, as tests/test_zero.py does, to pay the start-up once.
+2-process layouts in one 2-process job, as tests/test_zero.py does, to pay the start-up once; the two jobs side by
+side (the worker trains on one thread per rank).
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ REFERENCES = {"single-4": ["trainer.micro_batch_size=4"], "single-8": ["trainer.
 REFERENCE_OF = {"tp": "single-8", "pp": "single-8"}  # the rest: single-4
 
 
-def _launch(root, names: list[str], world: int) -> None:
+def _start(root, names: list[str], world: int) -> list[subprocess.Popen]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world)}
     env["NODE_RANK"] = "0"
     worker = [sys.executable, str(REPO / "tests" / "matrix_worker.py"), *(str(root / n) for n in names)]
-    procs = [
+    return [
         subprocess.Popen(
             worker,
             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
@@ -79,6 +80,9 @@ def _launch(root, names: list[str], world: int) -> None:
         )
         for r in range(world)
     ]
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
     outputs = [p.communicate(timeout=1500)[0] for p in procs]
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, f"layout worker rank exited {p.returncode}\n{out[-8000:]}"
@@ -96,8 +100,9 @@ def layout_losses(tmp_path_factory) -> dict[str, dict[int, float]]:
         data = data or str(prepared_data(cfg, progress=False))
         cfg.data.prepared_dir = data
         save_run_config(cfg, root / name)
-    _launch(root, list(REFERENCES), world=1)
-    _launch(root, list(LAYOUTS), world=2)
+    jobs = [_start(root, list(LAYOUTS), world=2), _start(root, list(REFERENCES), world=1)]
+    for procs in jobs:  # the longer 2-process job first: its pipes are drained while it runs
+        _wait(procs)
     got = {}
     for name in [*REFERENCES, *LAYOUTS]:
         got[name] = {int(k): v for k, v in json.loads((root / name / "losses.json").read_text()).items()}

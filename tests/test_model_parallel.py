@@ -5,6 +5,9 @@ warm-up (so a run cut at step 3 and resumed to step 6 follows the same schedule 
 single-process run is the reference: each model-parallel trajectory, including its resumed half, must equal it
 within 1e-5 per step. The pipelined runs draw each step's 8 sequences as one item (as the reference does with
 micro_batch_size=8) and split it into 4 micro-batches of 2.
+
+The runs that need no other go side by side (the reference, TP, TP + FSDP2 and pipeline, one torch thread per
+rank), then the three resumed halves.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, SMALL_DATA, assert_ok, compose, run_bigtrain
+from tests.conftest import REPO, SMALL_DATA, assert_ok, compose, finish, run_bigtrain, start_bigtrain
 
 BASE = [
     "model=nano",
@@ -51,16 +54,25 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """run(name) -> its run directory; each CLI run happens once per module, on first use."""
+    """run(name) -> its run directory. Every CLI run of RUNS happens once per module, on first use: those without
+    a parent side by side, then the resumed ones."""
     root, done = tmp_path_factory.mktemp("mp"), {}
 
-    def _run(name: str) -> Path:
-        if name not in done:
+    def _wave(names: list[str]) -> None:
+        procs = []
+        for name in names:
             overrides, steps, parent = RUNS[name]
-            extra = [f"trainer.ckpt_path={_run(parent) / 'checkpoints' / 'last.ckpt'}"] if parent else []
-            run_dir = root / name
-            assert_ok(run_bigtrain(*BASE, *overrides, f"trainer.max_steps={steps}", *extra, run_dir=run_dir))
-            done[name] = run_dir
+            extra = [f"trainer.ckpt_path={done[parent] / 'checkpoints' / 'last.ckpt'}"] if parent else []
+            args = [*BASE, *overrides, f"trainer.max_steps={steps}", *extra]
+            procs.append(start_bigtrain(*args, run_dir=root / name, env={"OMP_NUM_THREADS": "1"}))
+        for result in [finish(proc) for proc in procs]:  # every run ended before any is judged
+            assert_ok(result)
+        done.update((name, root / name) for name in names)
+
+    def _run(name: str) -> Path:
+        if not done:
+            _wave([n for n, (_, _, parent) in RUNS.items() if parent is None])
+            _wave([n for n, (_, _, parent) in RUNS.items() if parent is not None])
         return done[name]
 
     return _run

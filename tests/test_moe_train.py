@@ -1,6 +1,10 @@
 """tiny-moe trained end to end on one process through the real CLI: the loss falls, the routing metrics reach
 metrics.csv and summary.json, a resume from a mid-run checkpoint repeats the uninterrupted run's losses exactly, and
-the checkpoint consolidates (the plain GPT loads it) and generates."""
+the checkpoint consolidates (the plain GPT loads it) and generates.
+
+Independent single-process runs go side by side (one torch thread each, two cores; a run's losses do not depend on
+what else runs): the 12-step run beside the 2-layer reference of the data-parallel tests, then its resume beside
+task=consolidate and task=generate on its checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SMALL_DATA, assert_ok, read_summary, run_bigtrain
+from tests.conftest import SMALL_DATA, assert_ok, finish, read_summary, run_bigtrain, start_bigtrain
 
 RUN = [
     "model=tiny-moe",
@@ -27,6 +31,7 @@ RUN = [
     "optim.warmup_steps=2",
     *SMALL_DATA,
 ]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # every run of the module: the resume repeats the run bit for bit
 
 
 def rows(run_dir: Path) -> dict[int, dict]:
@@ -35,10 +40,28 @@ def rows(run_dir: Path) -> dict[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(one_process_started, tmp_path_factory):
+    """The 12-step run; the one-process reference of the data-parallel tests trains beside it."""
     run_dir = tmp_path_factory.mktemp("moe") / "run"
-    assert_ok(run_bigtrain(*RUN, run_dir=run_dir))
+    assert_ok(run_bigtrain(*RUN, run_dir=run_dir, env=ONE_THREAD))
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def continued(trained, tmp_path_factory) -> dict[str, Path]:
+    """From the trained run, side by side: its resume from the step-6 checkpoint, task=consolidate of its last
+    checkpoint and task=generate from its run dir."""
+    root = tmp_path_factory.mktemp("continued")
+    gen = ["task=generate", f"ckpt={trained}", "prompt=def", "generate.max_new_tokens=20"]
+    runs = {
+        "resumed": [*RUN, f"resume={trained / 'checkpoints' / 'step-0000006.ckpt'}"],
+        "cons": ["task=consolidate", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}"],
+        "gen": gen,
+    }
+    procs = {name: start_bigtrain(*o, run_dir=root / name, env=ONE_THREAD) for name, o in runs.items()}
+    for result in [finish(proc) for proc in procs.values()]:  # every run ended before any is judged
+        assert_ok(result)
+    return {name: root / name for name in runs}
 
 
 @pytest.mark.slow
@@ -55,10 +78,8 @@ def test_tiny_moe_trains_and_reports_routing(trained):
 
 
 @pytest.mark.slow
-def test_resume_repeats_the_run_exactly(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "step-0000006.ckpt"
-    run_dir = tmp_path / "resumed"
-    assert_ok(run_bigtrain(*RUN, f"resume={ckpt}", run_dir=run_dir))
+def test_resume_repeats_the_run_exactly(trained, continued):
+    run_dir = continued["resumed"]
     ref, got = rows(trained), rows(run_dir)
     for step in range(6, 12):
         for key in ("train/loss", "moe/aux_loss", "moe/dropped_frac"):
@@ -67,18 +88,15 @@ def test_resume_repeats_the_run_exactly(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_consolidate_and_generate(trained, tmp_path):
+def test_consolidate_and_generate(continued):
     from bigtrain.model import GPT, GPTConfig
 
-    out = tmp_path / "cons"
-    assert_ok(run_bigtrain("task=consolidate", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", run_dir=out))
+    out = continued["cons"]
     sd = torch.load(out / "consolidated.pt", weights_only=True)
     gpt = GPT(GPTConfig(**sd["model"]))
     gpt.load_state_dict(sd["state_dict"])
     assert gpt.config.moe.n_experts == 8 and gpt.moe_stats() == {}
-    gen = tmp_path / "gen"
-    proc = run_bigtrain("task=generate", f"ckpt={trained}", "prompt=def", "generate.max_new_tokens=20", run_dir=gen)
-    assert_ok(proc)
+    gen = continued["gen"]
     saved = json.loads((gen / "generated.json").read_text())
     assert saved["prompt"] == "def" and len(saved["completions"]) == 1 and saved["completions"][0]
 
@@ -100,10 +118,20 @@ TWO = [
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def one_process_started(tmp_path_factory):
+    """Started at once (the first slow test asks for `trained`, which asks for this): it needs nothing else."""
     run_dir = tmp_path_factory.mktemp("moe1") / "run"
     # trainer.val_batches counts per rank: one process validates on the two batches the two ranks share out.
-    assert_ok(run_bigtrain(*TWO, "trainer.val_batches=2", run_dir=run_dir))
+    proc = start_bigtrain(*TWO, "trainer.val_batches=2", run_dir=run_dir, env=ONE_THREAD)
+    yield run_dir, proc
+    if proc.returncode is None:  # a selection that never read it (-k): wait for it, leave nothing running
+        finish(proc)
+
+
+@pytest.fixture(scope="module")
+def one_process(one_process_started):
+    run_dir, proc = one_process_started
+    assert_ok(finish(proc))
     return read_summary(run_dir)
 
 

@@ -1,7 +1,9 @@
 """Planned vs measured on CPU: the planner's per-rank model-state bytes (parameters + gradients + optimizer
 states) against the bytes of the real tensors, counted by bigtrain.training.model_states from the live engine:
 torch DDP (zero 0) through bigtrain's own training run, DeepSpeed ZeRO 1-3 through DeepSpeed's engine in two gloo
-processes. Both run the nano GPT in fp32 on 2 ranks; the planner must be within 5%."""
+processes. Both run the nano GPT in fp32 on 2 ranks; the planner must be within 5%. The three training runs
+(DDP, ZeRO-1, ZeRO-3) start side by side (one module fixture): what they count is tensor bytes, which what else
+runs on the machine does not change."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NANO, REPO, read_summary, run_bigtrain
+from conftest import NANO, REPO, finish, read_summary, start_bigtrain
 from plan_helpers import setup
 
 from bigtrain.plan import memory
@@ -27,12 +29,31 @@ def _planned_states(s) -> float:
     return st["params"] + st["grads"] + st["optimizer"]
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # per rank: six ranks share the cores
+# Without the step-0 validation for DeepSpeed (trainer.val_batches=0): see the ZeRO training-run test.
+TRAINING_RUNS = {
+    "ddp": ["parallelism=ddp"],
+    "zero1": ["trainer.val_batches=0", "parallelism=deepspeed", "zero=1"],
+    "zero3": ["trainer.val_batches=0", "parallelism=deepspeed", "zero=3"],
+}
+
+
+@pytest.fixture(scope="module")
+def training_runs(tmp_path_factory) -> dict:
+    """name -> (run dir, finished process) of each of TRAINING_RUNS, 2 processes each, the three side by side."""
+    root = tmp_path_factory.mktemp("measured")
+    procs = {
+        name: start_bigtrain(*FAST, *overrides, "hardware.devices=2", run_dir=root / name, env=ONE_THREAD)
+        for name, overrides in TRAINING_RUNS.items()
+    }
+    return {name: (root / name, finish(proc)) for name, proc in procs.items()}
+
+
 @pytest.mark.slow
-def test_ddp_zero0_model_states_match_the_plan(tmp_path):
+def test_ddp_zero0_model_states_match_the_plan(training_runs):
     """A real 2-process DDP run: planned 16 bytes/param per rank (fp32 weights, gradients, AdamW's two moments)
     against the parameters, .grad tensors and optimizer state the ranks hold before their second step."""
-    run_dir = tmp_path / "ddp"
-    proc = run_bigtrain(*FAST, "parallelism=ddp", "hardware.devices=2", run_dir=run_dir)
+    run_dir, proc = training_runs["ddp"]
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = read_summary(run_dir)
     assert summary["planned_model_state_bytes"] == 16 * summary["n_params"]
@@ -86,7 +107,7 @@ def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 3])
-def test_deepspeed_training_run_model_states_match_the_plan(tmp_path, stage):
+def test_deepspeed_training_run_model_states_match_the_plan(training_runs, stage):
     """The same check through bigtrain's own training run and summary.
 
     Without the step-0 validation (trainer.val_batches=0): that forward runs outside the fetch trace DeepSpeed
@@ -94,9 +115,7 @@ def test_deepspeed_training_run_model_states_match_the_plan(tmp_path, stage):
     parameters (tensors under stage3_param_persistence_threshold) until the trace settles, so at the second step
     the blocks' parameters are held as partitions only (measured 383,761 B/rank against 485,632 planned; without
     the validation 485,649)."""
-    run_dir = tmp_path / f"zero{stage}"
-    overrides = [*FAST, "trainer.val_batches=0", "parallelism=deepspeed", f"zero={stage}", "hardware.devices=2"]
-    proc = run_bigtrain(*overrides, run_dir=run_dir)
+    run_dir, proc = training_runs[f"zero{stage}"]
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = read_summary(run_dir)
     assert summary["measured_model_state_bytes"] == pytest.approx(summary["planned_model_state_bytes"], rel=0.05)

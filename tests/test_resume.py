@@ -126,7 +126,8 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(single_process_run
 )
 def test_two_process_sigkill_then_resume_matches_uninterrupted(tmp_path, strategy):
     """2 ranks on gloo, killed with SIGKILL after the step-8 checkpoint (a DeepSpeed checkpoint is a folder of
-    per-rank shards), resumed with resume=auto: steps 8-15 match an uninterrupted run within 1e-6."""
+    per-rank shards), resumed with resume=auto: steps 8-15 match an uninterrupted run within 1e-6. The uninterrupted
+    run trains beside the one that is cut (one torch thread per rank in every run of the test)."""
     two = [
         *strategy,
         "hardware.devices=2",
@@ -135,15 +136,17 @@ def test_two_process_sigkill_then_resume_matches_uninterrupted(tmp_path, strateg
         "trainer.sample_tokens=0",
     ]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert_ok(run_bigtrain(*RUN, *two, run_dir=whole))
-    proc = start(cut, *two)
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    uninterrupted = start_bigtrain(*RUN, *two, run_dir=whole, env=one_thread)
+    proc = start_bigtrain(*RUN, *two, run_dir=cut, env=one_thread)
     step8 = cut / "checkpoints" / "step-0000008.ckpt"
     # DDP's is one file (renamed into place whole); DeepSpeed's a folder of per-rank shards, whole once rank zero
     # wrote COMPLETE after every rank saved.
     wait_for(step8 / "COMPLETE" if "parallelism=deepspeed" in strategy else step8, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # both ranks: they share the session
     finish(proc)
-    assert_ok(run_bigtrain(*RUN, *two, "resume=auto", run_dir=cut))
+    assert_ok(run_bigtrain(*RUN, *two, "resume=auto", run_dir=cut, env=one_thread))
+    assert_ok(finish(uninterrupted))
     s = read_summary(cut)
     assert s["status"] == "completed" and s["steps"] == 16 and Path(s["resumed_from"]).name == "step-0000008.ckpt"
     a, b = losses(whole), losses(cut)

@@ -1,6 +1,7 @@
 """Resume on another layout from the command line: a 2-process ZeRO-2 run killed with SIGKILL continues on one
 process with resume=auto; a checkpoint of another model shape is refused in one line, leaving the run dir as it was.
-(The generated layout x layout matrix is tests/test_layout_matrix.py.)"""
+(The generated layout x layout matrix is tests/test_layout_matrix.py.) The uninterrupted single-process reference
+trains beside the ZeRO-2 run that is killed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, read_summary, run_bigtrain
+from tests.conftest import assert_ok, finish, read_summary, run_bigtrain, start_bigtrain
 from tests.test_resume import RUN as NANO_RUN
 from tests.test_resume import losses, start, wait_for
 
@@ -27,7 +28,17 @@ ZERO2 = ["parallelism=deepspeed", "zero=2", "hardware.devices=2"]
 
 
 @pytest.fixture(scope="module")
-def killed_zero2(tmp_path_factory) -> Path:
+def reference_started(tmp_path_factory):
+    """The uninterrupted single-process run, started (killed_zero2 asks for it first, so the two run side by side)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "single"
+    proc = start_bigtrain(*RUN, run_dir=run_dir, env={"OMP_NUM_THREADS": "1"})
+    yield run_dir, proc
+    if proc.returncode is None:  # a selection that never read it (-k): wait for it, leave nothing running
+        finish(proc)
+
+
+@pytest.fixture(scope="module")
+def killed_zero2(reference_started, tmp_path_factory) -> Path:
     """A 2-process ZeRO-2 run killed with SIGKILL (both ranks) once its step-4 checkpoint is whole."""
     run_dir = tmp_path_factory.mktemp("zero2") / "cut"
     proc = start(run_dir, *RUN[len(NANO_RUN) :], *ZERO2)  # start() puts NANO_RUN first itself
@@ -61,11 +72,11 @@ def test_other_model_shape_is_refused_in_one_line_and_nothing_is_written(killed_
 
 
 @pytest.mark.slow
-def test_sigkill_zero2_then_resume_auto_on_one_process_continues_exactly(killed_zero2, tmp_path):
+def test_sigkill_zero2_then_resume_auto_on_one_process_continues_exactly(killed_zero2, reference_started):
     """Steps 5-8 on one process after the 2-process ZeRO-2 steps 1-4 match an uninterrupted single-process run
     within 1e-5 (the two layouts compute the same steps: tests/test_layout_matrix.py (a))."""
-    reference = tmp_path / "single"
-    assert_ok(run_bigtrain(*RUN, run_dir=reference))
+    reference, proc = reference_started
+    assert_ok(finish(proc))
     resumed = run_bigtrain(*RUN, "resume=auto", run_dir=killed_zero2)  # parallelism=single: one process
     assert_ok(resumed)
     assert "converting it to the layout-neutral form" in resumed.stdout + resumed.stderr

@@ -1,4 +1,7 @@
-"""End-to-end training through the real CLI: run-directory contents, falling loss, determinism, 2-process DDP."""
+"""End-to-end training through the real CLI: run-directory contents, falling loss, determinism, 2-process DDP.
+
+Runs a test compares start side by side (one torch thread per process, in every run that a bit-exact comparison
+reads, so the thread count cannot differ between them)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import NANO, assert_ok, read_summary, run_bigtrain
+from tests.conftest import NANO, assert_ok, finish, read_summary, run_bigtrain, start_bigtrain
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -19,7 +24,7 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def nano_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train") / "run"
-    proc = run_bigtrain(*NANO, "trainer.max_steps=30", "trainer.val_check_interval=10", run_dir=run_dir)
+    proc = run_bigtrain(*NANO, "trainer.max_steps=30", "trainer.val_check_interval=10", run_dir=run_dir, env=ONE_THREAD)
     assert_ok(proc)
     return run_dir, proc
 
@@ -49,8 +54,12 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not(nano_run, tm
     first, _ = nano_run
     again, other = tmp_path / "again", tmp_path / "other"
     short = ["trainer.max_steps=8", "trainer.sample_tokens=0"]
-    assert_ok(run_bigtrain(*NANO, *short, run_dir=again))
-    assert_ok(run_bigtrain(*NANO, *short, "trainer.seed=7", run_dir=other))
+    procs = [
+        start_bigtrain(*NANO, *short, run_dir=again, env=ONE_THREAD),
+        start_bigtrain(*NANO, *short, "trainer.seed=7", run_dir=other, env=ONE_THREAD),
+    ]
+    for result in [finish(proc) for proc in procs]:
+        assert_ok(result)
     a, b, c = train_losses(first), train_losses(again), train_losses(other)
     # The 30-step run's schedule differs after warmup (cosine over max_steps), so compare the warmup steps.
     assert [a[s] for s in range(2)] == [b[s] for s in range(2)]
@@ -80,10 +89,14 @@ def test_ddp_matches_single_process_with_accumulation(tmp_path):
     1 rank x 2 batches), so the final validation losses agree."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     short = ["trainer.max_steps=6", "trainer.sample_tokens=0"]
-    assert_ok(run_bigtrain(*NANO, *short, "trainer.val_batches=2", run_dir=single))
-    assert_ok(
-        run_bigtrain(*NANO, *short, "trainer.val_batches=1", "parallelism=ddp", "hardware.devices=2", run_dir=ddp)
-    )
+    procs = [
+        start_bigtrain(*NANO, *short, "trainer.val_batches=2", run_dir=single, env=ONE_THREAD),
+        start_bigtrain(
+            *NANO, *short, "trainer.val_batches=1", "parallelism=ddp", "hardware.devices=2", run_dir=ddp, env=ONE_THREAD
+        ),
+    ]
+    for result in [finish(proc) for proc in procs]:  # side by side
+        assert_ok(result)
     a, b = read_summary(single), read_summary(ddp)
     assert a["accumulate"] == 2 and b["accumulate"] == 1
     assert abs(a["first_val_loss"] - b["first_val_loss"]) < 1e-6

@@ -2,7 +2,8 @@
 
 One module-scoped 2-process job (tests/zero_worker.py) trains every configuration below in sequence, sharing the
 processes' start-up; each test then reads what its runs recorded (probe.pt, summary.json, checkpoints). One more
-run goes through the real CLI (`parallelism=deepspeed zero=3 offload=cpu hardware.devices=2`).
+run goes through the real CLI (`parallelism=deepspeed zero=3 offload=cpu hardware.devices=2`), started beside that
+job (one torch thread per rank in both).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from bigtrain.config.validate import problems_of, validate
 from bigtrain.errors import ConfigError
-from tests.conftest import NANO, REPO, assert_ok, compose, read_summary, run_bigtrain
+from tests.conftest import NANO, REPO, assert_ok, compose, finish, read_summary, run_bigtrain, start_bigtrain
 
 STEPS = 6
 # 6 optimizer steps of 2 ranks x 4 sequences, a checkpoint every 3 steps; a constant LR after warmup so a run of
@@ -76,8 +77,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+CLI_OFFLOAD = [*NANO, "parallelism=deepspeed", "zero=3", "offload=cpu", "hardware.devices=2"]
+
+
 @pytest.fixture(scope="module")
-def zero_runs(tmp_path_factory):
+def cli_offload_started(tmp_path_factory):
+    """The CLI run of CLI_OFFLOAD, started (zero_runs asks for it first, so it trains beside zero_runs' job)."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    proc = start_bigtrain(*CLI_OFFLOAD, run_dir=run_dir, env=ONE_THREAD)
+    yield run_dir, proc
+    if proc.returncode is None:  # a selection that never read it (-k): wait for it, leave nothing running
+        finish(proc)
+
+
+@pytest.fixture(scope="module")
+def zero_runs(cli_offload_started, tmp_path_factory):
     from bigtrain.tasks.train import prepared_data, save_run_config
 
     root = tmp_path_factory.mktemp("zero")
@@ -90,7 +105,7 @@ def zero_runs(tmp_path_factory):
         data = data or str(prepared_data(cfg, progress=False))
         cfg.data.prepared_dir = data
         save_run_config(cfg, root / name)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    env = {**os.environ, **ONE_THREAD, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     env["NODE_RANK"] = "0"
     worker = [sys.executable, str(REPO / "tests" / "zero_worker.py"), *(str(root / n) for n in runs)]
     procs = [
@@ -216,10 +231,9 @@ def test_nvme_offload_swaps_to_the_path_and_trains_like_no_offload(zero_runs):
 
 
 @pytest.mark.slow
-def test_cli_deepspeed_zero3_offload_cpu_records_strategy_stage_and_offload(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_bigtrain(*NANO, "parallelism=deepspeed", "zero=3", "offload=cpu", "hardware.devices=2", run_dir=run_dir)
-    assert_ok(proc)
+def test_cli_deepspeed_zero3_offload_cpu_records_strategy_stage_and_offload(cli_offload_started):
+    run_dir, proc = cli_offload_started
+    assert_ok(finish(proc))
     s = read_summary(run_dir)
     assert (s["parallelism"], s["strategy"], s["zero_stage"], s["offload"]) == (
         "deepspeed",
