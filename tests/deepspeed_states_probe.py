@@ -56,6 +56,6 @@ if __name__ == "__main__":
     # PyTorch itself, which deepspeed.comm re-exports, not the submodule; the op was built into ~/.cache.)
     use_deepspeed_cpu_accelerator()
     results = [measure(stage) for stage in (1, 2, 3)]
-    with open(sys.argv[1], "w") as f:
+    with open(sys.argv[1].format(os.environ["RANK"]), "w") as f:  # rank{}.json: one file per rank
         json.dump(results, f)
     leave_process_group()  # as bigtrain's own entry points end (see bigtrain/parallel/teardown.py)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -25,18 +26,28 @@ def start(command: list[str], world: int, cwd: Path, env: dict | None = None) ->
     """The ranks, started (not waited for): for tests that kill them."""
     base = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     base.update(WORLD_SIZE=str(world), NODE_RANK="0", LOCAL_WORLD_SIZE=str(world))
-    return [
-        subprocess.Popen(
+    procs = []
+    for r in range(world):
+        # Each rank's output goes to an unnamed file, not a pipe: a rank that writes more than a pipe holds while
+        # the test waits on another rank would block on its write, and its peers on it (a hang, not a failure).
+        output = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(
             command,
             env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
             cwd=cwd,
             text=True,
-            stdout=subprocess.PIPE,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        for r in range(world)
-    ]
+        proc.output = output
+        procs.append(proc)
+    return procs
+
+
+def output_of(proc: subprocess.Popen) -> str:
+    proc.output.seek(0)
+    return proc.output.read()
 
 
 def launch(command: list[str], world: int, cwd: Path, env: dict | None = None, timeout: float = 840) -> list[str]:
@@ -49,11 +60,15 @@ def wait(procs: list[subprocess.Popen], command: list[str], timeout: float = 840
     fails. Two jobs started before either is waited for run side by side."""
     outputs = []
     try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+        for p in procs:
+            p.wait(timeout=timeout)
+        outputs = [output_of(p) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait()
+            p.output.close()
     for rank, (p, out) in enumerate(zip(procs, outputs, strict=True)):
         assert p.returncode == 0, f"rank {rank} of {command[1:3]} exited {p.returncode}\n{out[-8000:]}"
     return outputs

@@ -16,7 +16,6 @@ side (the worker trains on one thread per rank).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ import pytest
 
 from bigtrain.config.validate import validate
 from tests.conftest import REPO, SMALL_DATA, compose
-from tests.test_zero import _free_port
+from tests.launch import start, wait
 
 STEPS = 10
 NANO_LLAMA = [
@@ -66,26 +65,13 @@ REFERENCE_OF = {"tp": "single-8", "pp": "single-8"}  # the rest: single-4
 
 
 def _start(root, names: list[str], world: int) -> list[subprocess.Popen]:
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world)}
-    env["NODE_RANK"] = "0"
-    worker = [sys.executable, str(REPO / "tests" / "matrix_worker.py"), *(str(root / n) for n in names)]
-    return [
-        subprocess.Popen(
-            worker,
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            cwd=root,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(world)
-    ]
+    return start(
+        [sys.executable, str(REPO / "tests" / "matrix_worker.py"), *(str(root / n) for n in names)], world, root
+    )
 
 
 def _wait(procs: list[subprocess.Popen]) -> None:
-    outputs = [p.communicate(timeout=1500)[0] for p in procs]
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, f"layout worker rank exited {p.returncode}\n{out[-8000:]}"
+    wait(procs, ["matrix_worker.py"])
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ runs on the machine does not change."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 
 import pytest
 from conftest import NANO, REPO, finish, read_summary, start_bigtrain
+from launch import launch
 from plan_helpers import setup
 
 from bigtrain.plan import memory
@@ -64,35 +62,15 @@ def test_ddp_zero0_model_states_match_the_plan(training_runs):
     assert json.loads((run_dir / "plan.json").read_text())["fits"] is True
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_deepspeed_zero_stages_model_states_match_the_plan(tmp_path):
     """DeepSpeed's engine on 2 CPU ranks (gloo), stages 1-3 (tests/deepspeed_states_probe.py): per-rank bytes of
     the 16-bit/fp32 flat groups, fp32 master partitions, gradient partitions and Adam moments vs the plan."""
-    port = _free_port()
     # An empty extensions folder: this run needs no JIT-built op (torch AdamW, gloo collectives), so none may appear
     # in it (DeepSpeed's shm all-reduce op used to, into ~/.cache/torch_extensions).
     ops = tmp_path / "torch_extensions"
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    env["TORCH_EXTENSIONS_DIR"] = str(ops)
     probe = str(REPO / "tests" / "deepspeed_states_probe.py")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, probe, str(tmp_path / f"rank{r}.json")],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    launch([sys.executable, probe, str(tmp_path / "rank{}.json")], 2, REPO, {"TORCH_EXTENSIONS_DIR": str(ops)}, 600)
     assert not ops.exists() or not any(ops.iterdir()), sorted(p.name for p in ops.iterdir())
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     base = setup("model=nano", "parallelism=ddp", "hardware.devices=2", "trainer.precision=32-true")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -20,6 +18,7 @@ import torch
 from bigtrain.config.validate import problems_of, validate
 from bigtrain.errors import ConfigError
 from tests.conftest import NANO, REPO, assert_ok, compose, finish, read_summary, run_bigtrain, start_bigtrain
+from tests.launch import launch
 
 STEPS = 6
 # 6 optimizer steps of 2 ranks x 4 sequences, a checkpoint every 3 steps; a constant LR after warmup so a run of
@@ -71,12 +70,6 @@ def _runs(root) -> dict[str, list[str]]:
     return runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 CLI_OFFLOAD = [*NANO, "parallelism=deepspeed", "zero=3", "offload=cpu", "hardware.devices=2"]
 
@@ -105,23 +98,9 @@ def zero_runs(cli_offload_started, tmp_path_factory):
         data = data or str(prepared_data(cfg, progress=False))
         cfg.data.prepared_dir = data
         save_run_config(cfg, root / name)
-    env = {**os.environ, **ONE_THREAD, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
-    env["NODE_RANK"] = "0"
-    worker = [sys.executable, str(REPO / "tests" / "zero_worker.py"), *(str(root / n) for n in runs)]
-    procs = [
-        subprocess.Popen(
-            worker,
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            cwd=root,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(2)
-    ]
-    outputs = [p.communicate(timeout=1500)[0] for p in procs]
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, f"zero worker rank exited {p.returncode}\n{out[-8000:]}"
+    launch(
+        [sys.executable, str(REPO / "tests" / "zero_worker.py"), *(str(root / n) for n in runs)], 2, root, ONE_THREAD
+    )
     return root
 
 
