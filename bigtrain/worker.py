@@ -87,15 +87,5 @@ def changed_since_imports(handed: dict[str, str], current: dict[str, str]) -> li
     return sorted(k for k in keys if handed.get(k) != current.get(k))
 
 
-def __getattr__(name: str):
-    """`from bigtrain.worker import load_run_config` (test workers do): resolved on use, so that a waiting rank
-    starts listening to its stdin before anything heavy is imported."""
-    if name == "load_run_config":
-        from bigtrain.config.run_config import load_run_config
-
-        return load_run_config
-    raise AttributeError(f"module 'bigtrain.worker' has no attribute {name!r}")
-
-
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -20,9 +20,9 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from bigtrain.config.run_config import load_run_config
 from bigtrain.parallel.teardown import leave_process_group
 from bigtrain.tasks.train import fit
-from bigtrain.worker import load_run_config
 
 
 class StepLosses(pl.Callback):

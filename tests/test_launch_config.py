@@ -8,10 +8,10 @@ from omegaconf import OmegaConf
 
 from bigtrain.config import validate
 from bigtrain.config.compose import compose_config
+from bigtrain.config.run_config import load_run_config
 from bigtrain.config.secrets import redact
 from bigtrain.errors import ConfigError
 from bigtrain.tasks.train import save_run_config
-from bigtrain.worker import load_run_config
 from tests.conftest import run_bigtrain
 
 TWO_NODES = ["parallelism=ddp", "hardware.nodes=2", "hardware.devices=1", "trainer.micro_batch_size=8"]

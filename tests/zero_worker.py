@@ -17,9 +17,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from bigtrain.config.run_config import load_run_config
 from bigtrain.parallel.teardown import leave_process_group
 from bigtrain.tasks.train import fit
-from bigtrain.worker import load_run_config
 
 PROBE_SEED = 0
 

@@ -11,8 +11,9 @@ with nothing left to do), the line never comes: each waiting rank sees its stdin
 No rank reads the recorded config before the hand-over, so none reads it before rank zero wrote it.
 
 Only where the launcher would start them: a multi-process layout on one machine's devices, not under SLURM,
-torchrun or any scheduler that starts every rank itself, not inside a sweep's own process (that run trains in a
-fresh process, which starts its own ranks). No Lightning import here: this runs before rank zero imports it.
+torchrun or any scheduler that starts every rank itself; tasks/train.py does not call it in a sweep's own process
+(that point trains in a fresh process, which starts its own ranks). No Lightning import here: this runs before rank
+zero imports it.
 """
 
 from __future__ import annotations
@@ -44,13 +45,7 @@ def should_prestart(layout) -> bool:
 
     if not traits_of(layout).multi_process or layout.trainer_devices < 2:
         return False
-    if any(var in os.environ for var in EXTERNAL_LAUNCH_VARS):
-        return False
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    # A sweep's point trains in a fresh process (tasks/train.py fit_in_fresh_process), which starts its own ranks.
-    return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    return not any(var in os.environ for var in EXTERNAL_LAUNCH_VARS)
 
 
 def prestart_local_ranks(layout, run_dir: Path) -> None:

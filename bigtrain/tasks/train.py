@@ -57,7 +57,8 @@ def run(cfg, run_dir: Path) -> dict:
     # so none waits for a rank zero that refused; only rank zero prints the one-line verdict.
     preflight(cfg, echo=print if os.environ.get("SLURM_PROCID", "0") == "0" else lambda line: None)
     apply_threads(cfg.trainer.threads)  # before torch is imported: OpenMP reads its settings then
-    prestart_local_ranks(layout, run_dir)  # after apply_threads: the other local ranks import while this one prepares
+    if not in_multirun():  # a sweep's point trains in a fresh process (fit_in_fresh_process), which starts its own
+        prestart_local_ranks(layout, run_dir)  # after apply_threads: the other local ranks import while this prepares
     import_lightning_lean()  # before anything imports Lightning: none of torchmetrics' optional extras
     if slurm_global_rank() != 0:
         # SLURM started this task itself (one per device): rank zero prepares the data and records the config.
@@ -362,11 +363,15 @@ DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "N
 def fresh_process_needed(layout: Layout) -> bool:
     """A multi-process run inside a Hydra multirun trains in a fresh process: the sweep's own process runs every
     point, and torch.distributed / DeepSpeed state left by one point's ranks would leave the next one hanging."""
+    return in_multirun() and traits_of(layout).multi_process and layout.world > 1 and not launched_by_slurm()
+
+
+def in_multirun() -> bool:
+    """This process runs a Hydra multirun (a sweep's points, one after another)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return multirun and traits_of(layout).multi_process and layout.world > 1 and not launched_by_slurm()
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def fit_in_fresh_process(run_dir: Path) -> dict:
